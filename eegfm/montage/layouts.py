@@ -1,0 +1,136 @@
+"""Template and vendor positions in MNE's head frame, loaded lazily and cached per process.
+
+`head_positions` is the one coordinate normalisation every source goes through: a montage in any
+frame (colin27 is stored in 'mri' coordinates, vendor files in digitiser coordinates) is set on a
+throw-away `mne.Info`, which moves it to the fiducial-based head frame (origin between the
+preauricular points, +x right, +y nasion, metres). No head-size rescaling is applied.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    import mne
+
+TEMPLATE = "colin27_1005"
+# A vendor layout is recognised when every name is in it and at least this share of it is present
+# (tolerates a few bad channels removed upstream, refuses a half cap).
+VENDOR_MIN_FRACTION = 0.8
+# Names EGI gives the vertex reference that MNE's GSN-HydroCel montages call 'Cz'.
+_GSN_REFERENCE_NAMES = ("VREF", "VERTEXREFERENCE")
+
+
+def head_positions(montage: mne.channels.DigMontage) -> dict[str, np.ndarray]:
+    """Channel name -> (3,) position in MNE's head frame (metres) for every finite montage point."""
+    import mne
+
+    if not montage.ch_names:
+        return {}
+    info = mne.create_info(list(montage.ch_names), 1000.0, "eeg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # MNE warns when it adds missing fiducials; expected
+        info.set_montage(montage, on_missing="ignore", verbose="error")
+    positions = {}
+    for ch in info["chs"]:
+        pos = np.array(ch["loc"][:3], dtype=np.float64)
+        if np.all(np.isfinite(pos)) and np.linalg.norm(pos) > 1e-6:
+            pos.setflags(write=False)
+            positions[ch["ch_name"]] = pos
+    return positions
+
+
+@functools.cache
+def builtin_positions(name: str) -> Mapping[str, np.ndarray]:
+    """Head-frame positions of one of MNE's built-in montages, computed once per process."""
+    import mne
+
+    if name not in mne.channels.get_builtin_montages():
+        raise ValueError(
+            f"{name!r} is not an MNE built-in montage; choose one of "
+            f"{', '.join(mne.channels.get_builtin_montages())}"
+        )
+    return MappingProxyType(head_positions(mne.channels.make_standard_montage(name)))
+
+
+@functools.cache
+def template_positions() -> Mapping[str, np.ndarray]:
+    """Upper-case 10-05 label -> head-frame position on MNE's colin27_1005 template."""
+    return MappingProxyType({k.upper(): v for k, v in builtin_positions(TEMPLATE).items()})
+
+
+@dataclass(frozen=True)
+class VendorLayout:
+    """A vendor cap: its channel-name scheme mapped onto an MNE built-in montage."""
+
+    name: str  # MNE built-in montage name, reported as 'vendor:<name>'
+    size: int  # electrodes on the cap
+    names: Mapping[str, str]  # upper-case file name -> MNE montage channel name
+
+    def positions(self) -> dict[str, np.ndarray]:
+        """Upper-case file name -> head-frame position."""
+        positions = builtin_positions(self.name)
+        return {key: positions[target] for key, target in self.names.items()}
+
+
+def _biosemi_names(size: int) -> list[str]:
+    # BioSemi numbers electrodes in blocks of 32 (A1..A32, B1..B32, ...).
+    return [f"{chr(ord('A') + i // 32)}{i % 32 + 1}" for i in range(size)]
+
+
+@functools.cache
+def vendor_layouts() -> tuple[VendorLayout, ...]:
+    """Vendor layouts recognised from names and count, smallest first."""
+    import mne
+
+    layouts = []
+    for size in (16, 32, 64, 128, 160, 256):
+        name = f"biosemi{size}"
+        montage_names = mne.channels.make_standard_montage(name).ch_names
+        # biosemi16/32/64 are stored with 10-20 labels listed in BioSemi's A1.. order; the larger
+        # caps already use the A1.. names.
+        mapping = dict(zip(_biosemi_names(size), montage_names, strict=True))
+        layouts.append(VendorLayout(name, size, MappingProxyType(mapping)))
+    for name in (
+        "GSN-HydroCel-32",
+        "GSN-HydroCel-64_1.0",
+        "GSN-HydroCel-65_1.0",
+        "GSN-HydroCel-128",
+        "GSN-HydroCel-129",
+        "GSN-HydroCel-256",
+        "GSN-HydroCel-257",
+    ):
+        montage_names = mne.channels.make_standard_montage(name).ch_names
+        mapping = {n.upper(): n for n in montage_names}
+        if "Cz" in montage_names:  # the vertex reference, also recorded as VREF or E<size>
+            for alias in (*_GSN_REFERENCE_NAMES, f"E{len(montage_names)}"):
+                mapping[alias] = "Cz"
+        layouts.append(VendorLayout(name, len(montage_names), MappingProxyType(mapping)))
+    return tuple(sorted(layouts, key=lambda layout: layout.size))
+
+
+def recognise_vendor(labels: Sequence[str]) -> VendorLayout | None:
+    """The smallest vendor layout holding every label, if enough of that layout is present."""
+    keys = {"".join(label.split()).upper() for label in labels}
+    if not keys or len(keys) != len(labels):
+        return None
+    for layout in vendor_layouts():
+        if keys <= layout.names.keys():
+            # One electrode per name: VREF and E257 both mean the reference, never both present.
+            targets = {layout.names[key] for key in keys}
+            if len(targets) == len(keys) and len(keys) >= math.ceil(
+                VENDOR_MIN_FRACTION * layout.size
+            ):
+                return layout
+            return None
+    return None
