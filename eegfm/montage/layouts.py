@@ -3,7 +3,9 @@
 `head_positions` is the one coordinate normalisation every source goes through: a montage in any
 frame (colin27 is stored in 'mri' coordinates, vendor files in digitiser coordinates) is set on a
 throw-away `mne.Info`, which moves it to the fiducial-based head frame (origin between the
-preauricular points, +x right, +y nasion, metres). No head-size rescaling is applied.
+preauricular points, +x right, +y nasion, metres). No head-size rescaling is applied; BioSemi's
+idealised sphere layouts are registered onto the colin27 head (see `sphere_to_template`) so that
+one electrode gets one position whichever way the file names it.
 """
 
 from __future__ import annotations
@@ -69,18 +71,58 @@ def template_positions() -> Mapping[str, np.ndarray]:
     return MappingProxyType({k.upper(): v for k, v in builtin_positions(TEMPLATE).items()})
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # identity hash: layouts are per-process singletons
 class VendorLayout:
     """A vendor cap: its channel-name scheme mapped onto an MNE built-in montage."""
 
     name: str  # MNE built-in montage name, reported as 'vendor:<name>'
     size: int  # electrodes on the cap
     names: Mapping[str, str]  # upper-case file name -> MNE montage channel name
+    # 'template': the montage names are 10-05 sites, placed on the colin27 template like any
+    # 10-05 name; 'sphere': an idealised BioSemi sphere, registered onto the template head;
+    # 'as_is': a realistic head-shaped layout (EGI), used in its own head frame.
+    placement: str = "as_is"
 
-    def positions(self) -> dict[str, np.ndarray]:
+    def positions(self) -> Mapping[str, np.ndarray]:
         """Upper-case file name -> head-frame position."""
-        positions = builtin_positions(self.name)
-        return {key: positions[target] for key, target in self.names.items()}
+        return _vendor_positions(self)
+
+
+@functools.cache
+def _vendor_positions(layout: VendorLayout) -> Mapping[str, np.ndarray]:
+    if layout.placement == "template":
+        template = template_positions()
+        return MappingProxyType({k: template[v.upper()] for k, v in layout.names.items()})
+    positions = builtin_positions(layout.name)
+    if layout.placement == "sphere":
+        scale, rotation, shift = sphere_to_template()
+        positions = {k: _frozen(scale * rotation @ p + shift) for k, p in positions.items()}
+    return MappingProxyType({k: positions[v] for k, v in layout.names.items()})
+
+
+def _frozen(pos: np.ndarray) -> np.ndarray:
+    pos = np.asarray(pos, dtype=np.float64)
+    pos.setflags(write=False)
+    return pos
+
+
+@functools.cache
+def sphere_to_template() -> tuple[float, np.ndarray, np.ndarray]:
+    """(scale, rotation, shift) taking BioSemi's idealised sphere onto the colin27 head.
+
+    Least-squares similarity fit (Umeyama 1991) over the 64 10-10 sites that MNE's biosemi64
+    montage names; every BioSemi sphere layout shares that sphere, so the larger caps (128, 160,
+    256, named A1..H32 only) land on the same head as 10-05 names do.
+    """
+    sphere, template = builtin_positions("biosemi64"), template_positions()
+    src = np.array([sphere[name] for name in sphere])
+    dst = np.array([template[name.upper()] for name in sphere])
+    src_mean, dst_mean = src.mean(axis=0), dst.mean(axis=0)
+    u, sv, vt = np.linalg.svd((dst - dst_mean).T @ (src - src_mean))
+    sign = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt))])  # a rotation, never a mirror
+    rotation = u @ sign @ vt
+    scale = float(np.sum(sv * np.diag(sign)) / np.sum((src - src_mean) ** 2))
+    return scale, rotation, dst_mean - scale * rotation @ src_mean
 
 
 def _biosemi_names(size: int) -> list[str]:
@@ -100,7 +142,8 @@ def vendor_layouts() -> tuple[VendorLayout, ...]:
         # biosemi16/32/64 are stored with 10-20 labels listed in BioSemi's A1.. order; the larger
         # caps already use the A1.. names.
         mapping = dict(zip(_biosemi_names(size), montage_names, strict=True))
-        layouts.append(VendorLayout(name, size, MappingProxyType(mapping)))
+        placement = "template" if size <= 64 else "sphere"
+        layouts.append(VendorLayout(name, size, MappingProxyType(mapping), placement))
     for name in (
         "GSN-HydroCel-32",
         "GSN-HydroCel-64_1.0",

@@ -114,22 +114,34 @@ def _digitised(info: mne.Info, eeg: list[int], warnings: list[str]) -> dict[int,
     """Channel index -> (6,) loc of EEG channels whose own position is usable."""
     from mne.io.constants import FIFF
 
-    usable: dict[int, np.ndarray] = {}
-    for idx in eeg:
-        ch = info["chs"][idx]
-        loc = np.asarray(ch["loc"][:6], dtype=np.float64)
-        finite = np.isfinite(loc[:3])
-        if not finite.any() or not np.any(loc[:3][finite]):
-            continue  # MNE stores NaN or zeros when a reader has no position
-        if not finite.all():
-            warnings.append(f"{ch['ch_name']}: digitised position partly NaN, ignored")
-        elif ch["coord_frame"] != FIFF.FIFFV_COORD_HEAD:
-            warnings.append(f"{ch['ch_name']}: position not in the head frame, ignored")
-        elif _valid(loc[:3]):
-            usable[idx] = loc
+    if not eeg:
+        return {}
+    chs = [info["chs"][idx] for idx in eeg]
+    locs = np.array([ch["loc"][:6] for ch in chs], dtype=np.float64)  # (n, 6)
+    finite = np.isfinite(locs[:, :3])
+    # MNE stores NaN or zeros when a reader has no position
+    present = np.any(finite & (np.nan_to_num(locs[:, :3]) != 0.0), axis=1)
+    complete = present & finite.all(axis=1)
+    head = np.array([ch["coord_frame"] == FIFF.FIFFV_COORD_HEAD for ch in chs])
+    norms = np.linalg.norm(np.nan_to_num(locs[:, :3]), axis=1)
+    usable = {eeg[k]: locs[k] for k in np.flatnonzero(complete & head & (norms > 1e-6))}
+    # A partial position is never completed: the channel falls through the chain instead.
+    partial = [chs[k]["ch_name"] for k in np.flatnonzero(present & ~complete)]
+    other_frame = [chs[k]["ch_name"] for k in np.flatnonzero(complete & ~head)]
+    for names, why in ((partial, "partly NaN"), (other_frame, "not in the head frame")):
+        if names:
+            shown = ", ".join(names[:5]) + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+            warnings.append(f"digitised position {why}, ignored for {shown}")
     if usable:
-        median = float(np.median([np.linalg.norm(loc[:3]) for loc in usable.values()]))
-        low, high = PLAUSIBLE_MEDIAN_NORM_M
+        norms = np.linalg.norm(np.array([loc[:3] for loc in usable.values()]), axis=1)
+        median, (low, high) = float(np.median(norms)), PLAUSIBLE_MEDIAN_NORM_M
+        if np.all(np.abs(norms - 1.0) < 1e-3):
+            # e.g. Neuroscan CNT: MNE projects the header's 2-D display layout onto a unit sphere
+            warnings.append(
+                "positions in the file lie on a unit sphere (a 2-D display layout projected by "
+                "the reader, not electrode positions): ignored; pass a montage to place them"
+            )
+            return {}
         if not low <= median <= high:
             warnings.append(
                 f"digitised positions ignored: median distance to the head origin is "
@@ -187,8 +199,10 @@ class _Cap:
 
 
 def _read_cap(info: mne.Info) -> _Cap:
+    from mne.io.constants import FIFF
+
     names = info["ch_names"]
-    eeg = [i for i, kind in enumerate(info.get_channel_types()) if kind == "eeg"]
+    eeg = [i for i, ch in enumerate(info["chs"]) if ch["kind"] == FIFF.FIFFV_EEG_CH]
     plain = {i: normalize_channel_name(names[i], apply_aliases=False) for i in eeg}
     # Ear references stay in while deciding the scheme: in a numbered cap 'A1' is an electrode.
     candidates = [i for i in eeg if not is_non_scalp(names[i], plain[i][0], numbered_cap=True)]

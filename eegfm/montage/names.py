@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections import Counter
 from collections.abc import Iterable
 
 # Old 10-20 / alternative names -> 10-05 name, as placed by MNE's colin27 templates. Each entry is
@@ -58,6 +59,7 @@ _LETTER_NUMBER = re.compile(r"^[A-Z]\d{1,3}$")
 _NUMERIC = re.compile(r"^\d+$")
 
 
+@functools.lru_cache(maxsize=65536)
 def _key(token: str) -> str:
     """Case- and space-free key used for every name comparison."""
     return re.sub(r"\s+", "", token).upper()
@@ -108,6 +110,11 @@ def normalize_channel_name(name: str, *, apply_aliases: bool = True) -> tuple[st
     """
     if not isinstance(name, str):
         raise TypeError(f"channel name must be a str, got {type(name).__name__}: {name!r}")
+    return _normalize(name, apply_aliases)
+
+
+@functools.lru_cache(maxsize=65536)  # recordings of one dataset repeat the same names
+def _normalize(name: str, apply_aliases: bool) -> tuple[str, str | None]:
     stripped = _TYPE_PREFIX.sub("", name.strip())
     # PhysioNet pads names with dots to four characters ('Fc5.', 'Cz..').
     stripped = stripped.rstrip(".").strip() or stripped
@@ -126,6 +133,7 @@ def normalize_channel_name(name: str, *, apply_aliases: bool = True) -> tuple[st
     return "-".join(" ".join(part.split()) for part in parts), None
 
 
+@functools.lru_cache(maxsize=65536)
 def is_non_scalp(name: str, label: str, *, numbered_cap: bool = False) -> bool:
     """True when a channel is known not to be a scalp electrode (ECG, EOG, ear refs, triggers...).
 
@@ -147,16 +155,19 @@ def numbering_scheme(labels: Iterable[str]) -> str | None:
     must be at least 3 and at least as many as the 10-05 names. A clinical file with a few extra
     numbered inputs ('26', '27') or sleep EOG 'E1'/'E2' beside its 10-20 names stays a 10-05 cap.
     """
-    numeric = foreign = tenfive = 0
-    for label in labels:
-        key = _key(label)
-        if _NUMERIC.match(key):
-            numeric += 1
-        elif _LETTER_NUMBER.match(key) and not _is_electrode(key):
-            foreign += 1
-        elif is_scalp_label(key):
-            tenfive += 1
+    kinds = Counter(_label_kind(label) for label in labels)
+    numeric, foreign, tenfive = kinds["numeric"], kinds["foreign"], kinds["tenfive"]
     numbered = numeric + foreign
     if numbered >= 3 and numbered >= tenfive:
         return "letter-number" if foreign >= numeric else "numeric"
     return None
+
+
+@functools.lru_cache(maxsize=65536)
+def _label_kind(label: str) -> str | None:
+    key = _key(label)
+    if _NUMERIC.match(key):
+        return "numeric"
+    if _LETTER_NUMBER.match(key) and not _is_electrode(key):
+        return "foreign"
+    return "tenfive" if is_scalp_label(key) else None

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from eegfm.montage import Localization, locate_channels
-from eegfm.montage.layouts import builtin_positions, template_positions
+from eegfm.montage.layouts import builtin_positions, sphere_to_template, template_positions
 
 mne.set_log_level("ERROR")
 
@@ -149,8 +149,8 @@ def _synthetic(names: list[str]) -> mne.Info:
 @pytest.mark.parametrize(
     ("names", "vendor", "checks"),
     [
-        ([f"{b}{i}" for b in "AB" for i in range(1, 33)], "biosemi64", {"A1": "Fp1", "B32": "O2"}),
-        ([f"{b}{i}" for b in "ABCD" for i in range(1, 33)], "biosemi128", {"D32": "D32"}),
+        ([f"{b}{i}" for b in "AB" for i in range(1, 33)], "biosemi64", {"A1": "FP1", "B32": "O2"}),
+        ([f"A{i}" for i in range(1, 33)], "biosemi32", {"A1": "FP1", "A32": "CZ"}),
         ([f"E{i}" for i in range(1, 129)] + ["VREF"], "GSN-HydroCel-129", {"VREF": "Cz"}),
         ([f"E{i}" for i in range(1, 130)], "GSN-HydroCel-129", {"E129": "Cz", "E5": "E5"}),
     ],
@@ -161,11 +161,31 @@ def test_vendor_layouts_recognised_from_names_and_count(
     loc = locate_channels(_synthetic([*names, "EXG1", "Status"]))
     assert loc.vendor == vendor
     assert loc.counts == {f"vendor:{vendor}": len(names), "non_scalp": 2}
-    positions = builtin_positions(vendor)
+    # BioSemi's 10-10 caps land where the same 10-05 names land; EGI's layout is used as is
+    positions = template_positions() if vendor.startswith("biosemi") else builtin_positions(vendor)
     by_name = {ch.name: ch for ch in loc.channels}
     for name, target in checks.items():
         np.testing.assert_array_equal(by_name[name].coords, positions[target])
     _assert_plausible(loc)
+
+
+def test_biosemi_128_sphere_is_registered_onto_the_template_head() -> None:
+    names = [f"{b}{i}" for b in "ABCD" for i in range(1, 33)]
+    loc = locate_channels(_synthetic(names))
+    assert loc.counts == {"vendor:biosemi128": 128}
+    _assert_plausible(loc)
+    # the registration fitted on biosemi64's named sites puts them within ~1 cm of colin27
+    scale, rotation, shift = sphere_to_template()
+    assert 0.9 < scale < 1.1 and np.allclose(rotation @ rotation.T, np.eye(3))
+    sphere, template = builtin_positions("biosemi64"), template_positions()
+    residual = [
+        np.linalg.norm(scale * rotation @ pos + shift - template[name.upper()])
+        for name, pos in sphere.items()
+    ]
+    assert np.median(residual) < 0.01
+    # A1 of the 128 cap is BioSemi's vertex electrode: near Cz after registration
+    a1 = next(ch for ch in loc.channels if ch.name == "A1")
+    assert np.linalg.norm(a1.coords - template["CZ"]) < 0.02
 
 
 def test_vendor_tolerates_a_few_dropped_channels_but_not_half_a_cap() -> None:
@@ -206,7 +226,7 @@ def test_partial_digitisation_falls_back_per_channel() -> None:
         "template",
         "digitization",
     ]
-    assert any("Cz" in w and "partly NaN" in w for w in loc.warnings)
+    assert loc.warnings == ["digitised position partly NaN, ignored for Cz"]
     np.testing.assert_array_equal(loc.channels[0].coords, info["chs"][0]["loc"][:3])
 
 
@@ -218,6 +238,19 @@ def test_digitisation_in_wrong_units_is_ignored() -> None:
     loc = locate_channels(info)
     assert loc.counts == {"template": 3}
     assert any("wrong units" in w for w in loc.warnings)
+
+
+def test_cnt_display_layout_is_not_taken_for_positions(formats_dir: Path) -> None:
+    # MNE projects the CNT header's 2-D screen layout onto a unit sphere; its numbered channels
+    # then have no position at all
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = mne.io.read_raw_cnt(
+            formats_dir / "CNT" / "scan41_short.cnt", data_format="int32", preload=False
+        )
+    loc = locate_channels(raw.info)
+    assert not loc.located and loc.numbering == "numeric"
+    assert any("unit sphere" in w for w in loc.warnings)
 
 
 def test_non_eeg_channel_types_are_non_scalp() -> None:
