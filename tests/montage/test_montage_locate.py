@@ -188,6 +188,39 @@ def test_biosemi_128_sphere_is_registered_onto_the_template_head() -> None:
     assert np.linalg.norm(a1.coords - template["CZ"]) < 0.02
 
 
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+EEGMMIDB = _words(
+    "Fc5. Fc3. Fc1. Fcz. Fc2. Fc4. Fc6. C5.. C3.. C1.. Cz.. C2.. C4.. C6.. Cp5. Cp3. Cp1. Cpz. "
+    "Cp2. Cp4. Cp6. Fp1. Fpz. Fp2. Af7. Af3. Afz. Af4. Af8. F7.. F5.. F3.. F1.. Fz.. F2.. F4.. "
+    "F6.. F8.. Ft7. Ft8. T7.. T8.. T9.. T10. Tp7. Tp8. P7.. P5.. P3.. P1.. Pz.. P2.. P4.. P6.. "
+    "P8.. Po7. Po3. Poz. Po4. Po8. O1.. Oz.. O2.. Iz.."
+)
+TUH = [
+    *(f"EEG {n}-REF" for n in _words("FP1 FP2 F3 F4 C3 C4 P3 P4 O1 O2 F7 F8 T3 T4 T5 T6 A1 A2")),
+    *(f"EEG {n}-REF" for n in _words("FZ CZ PZ T1 T2 EKG1 LOC ROC SP1 SP2 26 27 28 29 30")),
+    "EEG PHOTIC-REF", "IBI", "BURSTS", "SUPPR",
+]  # fmt: skip
+
+
+def test_physionet_motor_imagery_names_resolve_by_template() -> None:
+    loc = locate_channels(_synthetic(EEGMMIDB))
+    assert loc.counts == {"template": 64}
+    assert {ch.label for ch in loc.channels} >= {"FC5", "FCz", "AFz", "T10", "Iz", "POz"}
+
+
+def test_clinical_tuh_names() -> None:
+    loc = locate_channels(_synthetic(TUH))
+    methods = _methods(loc)
+    assert loc.numbering is None  # five numbered extras do not make a numbered cap
+    assert loc.counts == {"template": 21, "non_scalp": 11, "unresolved": 5}
+    assert methods["EEG T1-REF"] == "template" and methods["EEG A1-REF"] == "non_scalp"
+    assert methods["EEG SP1-REF"] == methods["EEG EKG1-REF"] == methods["IBI"] == "non_scalp"
+    assert methods["EEG 26-REF"] == "unresolved"
+
+
 def test_vendor_tolerates_a_few_dropped_channels_but_not_half_a_cap() -> None:
     names = [f"{b}{i}" for b in "ABCD" for i in range(1, 33)]
     assert locate_channels(_synthetic(names[:-10])).vendor == "biosemi128"
