@@ -183,14 +183,15 @@ def write_report(results: dict, out_dir: os.PathLike | str) -> dict[str, Path]:
     _check_slugs(models)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    summaries = {m: aggregate({str(s): {k: (math.nan if v is None else float(v))
-                                        for k, v in sc.items()}
-                               for s, sc in e["per_subject"].items()})
-                 for m, e in models.items()}
+    # None is how results.json stores NaN; numbers as float from here on
+    scores = {m: {str(s): {k: (math.nan if v is None else float(v)) for k, v in sc.items()}
+                  for s, sc in e["per_subject"].items()}
+              for m, e in models.items()}
+    summaries = {m: aggregate(per_subject) for m, per_subject in scores.items()}
     figures: dict[str, Path] = {}
     figures["per_subject"] = plot_per_subject(
-        {m: {str(s): sc[HEADLINE_METRIC] for s, sc in e["per_subject"].items()}
-         for m, e in models.items()},
+        {m: {s: sc[HEADLINE_METRIC] for s, sc in per_subject.items()}
+         for m, per_subject in scores.items()},
         METRIC_LABELS[HEADLINE_METRIC], out_dir / "per_subject_balanced_accuracy.png",
         chance=1.0 / len(results["class_names"]))
     for model, entry in models.items():

@@ -140,9 +140,16 @@ def test_markdown_has_every_model_and_subject(full_report: dict[str, Path]) -> N
 def test_report_rerenders_from_results_json(small_results: dict, tmp_path: Path) -> None:
     small = copy.deepcopy(small_results)
     small["models"] = {m: small["models"][m] for m in MODELS[:2]}
+    for entry in small["models"].values():  # plots are covered above; keep this test fast
+        for key in ("confusion_matrix", "learning_curves", "extras"):
+            entry.pop(key, None)
+    small["models"][MODELS[0]]["per_subject"]["Subject01"]["balanced_accuracy"] = float("nan")
     first = write_report(small, tmp_path / "a")
-    again = write_report(json.loads(first["json"].read_text()), tmp_path / "b")
+    document = json.loads(first["json"].read_text())
+    assert document["models"][MODELS[0]]["per_subject"]["Subject01"]["balanced_accuracy"] is None
+    again = write_report(document, tmp_path / "b")
     assert again["markdown"].read_text() == first["markdown"].read_text()
+    assert "| Subject01 | n/a |" in again["markdown"].read_text()
 
 
 @pytest.mark.parametrize(("mutate", "message"), [
