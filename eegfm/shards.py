@@ -74,6 +74,8 @@ class ManifestEntry:
     source_sha256: str
     config_hash: str
     fingerprint: str = ""  # raw-sample fingerprint used to spot the same recording twice
+    localization: dict = field(default_factory=dict)  # how coordinates were found (counts, ...)
+    bad_channels: list = field(default_factory=list)  # flagged flat / noisy / bad in the file
     root: str = ""
 
     @property
@@ -271,6 +273,8 @@ class RecordingStream:
             source_sha256=str(attrs.get("source_sha256", "")),
             config_hash=self.writer.config_hash,
             fingerprint=str(attrs.get("fingerprint", "")),
+            localization=dict(attrs.get("localization") or {}),
+            bad_channels=list(attrs.get("bad_channels") or []),
         )
 
 

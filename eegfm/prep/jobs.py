@@ -1,0 +1,331 @@
+"""`run_prep`: convert sources into a shard directory with a process pool, resumably.
+
+Workers convert one source item each into a private staging file; the parent takes the results
+in sorted source order, drops duplicates (same raw-sample fingerprint) and copies each recording
+into the current shard. So the output is the same for any number of workers, and a run killed at
+any point and started again ends with the same manifest and data as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import yaml
+
+from eegfm.prep.config import (
+    PrepConfig,
+    PrepError,
+    config_hash,
+    load_prep_config,
+    write_prep_config,
+)
+from eegfm.prep.sources import SourceItem, expand_sources, load_item, raw_fingerprint
+from eegfm.shards import (
+    PREP_CONFIG,
+    ManifestEntry,
+    ShardWriter,
+    manifest_files,
+    read_manifest,
+    write_jsonl_atomic,
+)
+
+
+@dataclass
+class PrepSummary:
+    """What one `run_prep` call did."""
+
+    out_dir: Path
+    converted: list[str] = field(default_factory=list)  # recording ids written by this run
+    skipped: list[str] = field(default_factory=list)  # already in the directory
+    failures: list[dict] = field(default_factory=list)  # {source, reason}
+    duplicates: list[dict] = field(default_factory=list)  # {source, duplicate_of, reason}
+    seconds: float = 0.0
+    eeg_seconds: float = 0.0  # duration of the recordings converted by this run
+
+    def exit_code(self, strict: bool = False) -> int:
+        """0 unless everything failed, or anything failed under --strict."""
+        if self.failures and (strict or not (self.converted or self.skipped or self.duplicates)):
+            return 1
+        return 0
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """File names of one partition (SLURM array task) inside the output directory."""
+
+    manifest: str
+    failures: str
+    shard_prefix: str
+    staging: str
+
+    @classmethod
+    def of(cls, shard_index: int, num_shards: int) -> _Layout:
+        if num_shards == 1:
+            return cls("manifest.jsonl", "failures.jsonl", "shard", ".staging")
+        tag = f"{shard_index:05d}"
+        return cls(
+            f"manifest-{tag}.jsonl", f"failures-{tag}.jsonl", f"shard-{tag}", f".staging-{tag}"
+        )
+
+
+# ------------------------------------------------------------------------------- worker side
+_WORKER: dict = {}
+
+
+def _init_worker(config: PrepConfig, staging: str, done: dict, fingerprints: dict) -> None:
+    import mne
+
+    mne.set_log_level("ERROR")
+    _WORKER.update(config=config, staging=Path(staging), done=done, fingerprints=fingerprints)
+
+
+def _convert_item(job: tuple[int, SourceItem]) -> list[dict]:
+    """Convert one source item into a staging shard; one outcome dict per recording."""
+    from eegfm.prep.pipeline import write_raw
+
+    position, item = job
+    config, staging = _WORKER["config"], _WORKER["staging"]
+    outcomes = []
+    try:
+        recordings = list(load_item(item, config))
+    except Exception as error:
+        return [_failure(item.location, error)]
+    writer = ShardWriter(
+        staging,
+        sfreq=config.sfreq,
+        shard_prefix=f"item-{position:07d}",
+        max_shard_bytes=float("inf"),
+        manifest_name=None,
+        config_hash=config_hash(config),
+        dtype=config.shard_dtype,
+        chunk_s=config.shard_chunk_s,
+    )
+    for loaded in recordings:
+        done = _WORKER["done"].get(loaded.recording_id)
+        if done is not None:
+            if done == loaded.attrs["source_sha256"]:
+                outcomes.append({"status": "skipped", "recording_id": loaded.recording_id})
+            else:
+                outcomes.append(
+                    _failure(
+                        loaded.attrs["source"],
+                        PrepError(
+                            f"{loaded.recording_id} is already in this directory from a different "
+                            "version of the source file; write to a new --out"
+                        ),
+                    )
+                )
+            continue
+        try:
+            fingerprint = raw_fingerprint(loaded.raw)
+            if fingerprint in _WORKER["fingerprints"]:
+                outcomes.append(_duplicate(loaded, *_WORKER["fingerprints"][fingerprint]))
+                continue
+            attrs = {**loaded.attrs, "fingerprint": fingerprint}
+            report = write_raw(
+                writer,
+                loaded.raw,
+                config,
+                recording_id=loaded.recording_id,
+                attrs=attrs,
+                montage=loaded.montage,
+                event_id=loaded.event_id,
+                scratch_dir=staging,
+            )
+            outcomes.append(
+                {
+                    "status": "ok",
+                    "recording_id": loaded.recording_id,
+                    "report": report,
+                    "fingerprint": fingerprint,
+                }
+            )
+        except Exception as error:
+            outcomes.append(
+                _failure(
+                    loaded.attrs.get("source", item.location),
+                    error,
+                    recording_id=loaded.recording_id,
+                )
+            )
+    entries = {e.recording_id: e for e in writer.close()}
+    for outcome in outcomes:
+        if outcome["status"] == "ok":
+            outcome["entry"] = entries[outcome["recording_id"]]
+    return outcomes
+
+
+def _failure(source: str, error: Exception, recording_id: str | None = None) -> dict:
+    reason = str(error) if isinstance(error, PrepError) else f"{type(error).__name__}: {error}"
+    record = {"status": "failed", "source": source, "reason": reason}
+    if recording_id:
+        record["recording_id"] = recording_id
+    return record
+
+
+def _duplicate(loaded, recording_id: str, source: str) -> dict:
+    return {
+        "status": "duplicate",
+        "source": loaded.attrs["source"],
+        "recording_id": loaded.recording_id,
+        "duplicate_of": recording_id,
+        "reason": f"duplicate: same samples as {recording_id} ({source}); not stored again",
+    }
+
+
+# ------------------------------------------------------------------------------- parent side
+def partition(items: Sequence[SourceItem], shard_index: int, num_shards: int):
+    """The items of one SLURM array task: every num_shards-th of the sorted list."""
+    if not 0 <= shard_index < num_shards:
+        raise PrepError(f"--shard-index must be in [0, {num_shards}), got {shard_index}")
+    return [item for i, item in enumerate(items) if i % num_shards == shard_index]
+
+
+def _prepare_out_dir(out_dir: Path, config: PrepConfig, layout: _Layout) -> list[ManifestEntry]:
+    """Check the config, clear what an interrupted run left; return the entries already done."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    wanted = config_hash(config)
+    config_path = out_dir / PREP_CONFIG
+    if config_path.exists():
+        existing = (yaml.safe_load(config_path.read_text()) or {}).get("config_hash")
+        if existing != wanted:
+            raise PrepError(
+                f"{out_dir} holds shards made with config hash {existing}, this run's "
+                f"is {wanted}: use a new --out, or the config in {config_path}"
+            )
+    else:
+        tmp = config_path.with_name(PREP_CONFIG + ".tmp")
+        write_prep_config(config, tmp)
+        os.replace(tmp, config_path)
+    entries = read_manifest(out_dir) if manifest_files(out_dir) else []
+    listed = {e.shard for e in entries}
+    pattern = re.compile(rf"^{re.escape(layout.shard_prefix)}-\d+\.h5(\.tmp)?$")
+    for path in out_dir.iterdir():  # unfinished shards, or renamed but not yet listed
+        if pattern.match(path.name) and path.name not in listed:
+            path.unlink()
+    shutil.rmtree(out_dir / layout.staging, ignore_errors=True)
+    return entries
+
+
+def _outcomes(
+    jobs: list[tuple[int, SourceItem]], workers: int, init_args: tuple
+) -> Iterator[list[dict]]:
+    if workers <= 1:
+        _init_worker(*init_args)
+        yield from map(_convert_item, jobs)
+        return
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=init_args
+    ) as pool:
+        yield from pool.map(_convert_item, jobs)
+
+
+def run_prep(
+    sources: Sequence[str],
+    out_dir: os.PathLike,
+    config: PrepConfig | None = None,
+    *,
+    workers: int = 1,
+    shard_index: int = 0,
+    num_shards: int = 1,
+    strict: bool = False,
+    progress: bool = True,
+) -> PrepSummary:
+    """Convert every recording of `sources` into the shard directory `out_dir`."""
+    started = time.perf_counter()
+    config = config if isinstance(config, PrepConfig) else load_prep_config(config)
+    out_dir = Path(out_dir)
+    layout = _Layout.of(shard_index, num_shards)
+    items = partition(expand_sources(sources, config), shard_index, num_shards)
+    if not items:
+        raise PrepError(
+            f"no recordings found in {', '.join(map(str, sources))} (shard "
+            f"{shard_index} of {num_shards})"
+        )
+    existing = _prepare_out_dir(out_dir, config, layout)
+    done = {e.recording_id: e.source_sha256 for e in existing}
+    fingerprints = {e.fingerprint: (e.recording_id, e.source) for e in existing if e.fingerprint}
+    staging = out_dir / layout.staging
+    staging.mkdir()
+    summary = PrepSummary(out_dir)
+    failures_path = out_dir / layout.failures
+    writer = ShardWriter(
+        out_dir,
+        sfreq=config.sfreq,
+        shard_prefix=layout.shard_prefix,
+        max_shard_bytes=config.shard_max_bytes,
+        manifest_name=layout.manifest,
+        config_hash=config_hash(config),
+        dtype=config.shard_dtype,
+        chunk_s=config.shard_chunk_s,
+    )
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(items), desc="prep", unit="file", dynamic_ncols=True)
+    jobs = list(enumerate(items))
+    try:
+        for outcomes in _outcomes(jobs, workers, (config, str(staging), done, fingerprints)):
+            for outcome in outcomes:
+                _record(outcome, writer, summary, fingerprints)
+            for outcome in outcomes:
+                if "entry" in outcome:  # staged data is in the shard now (or was a duplicate)
+                    (Path(outcome["entry"].root) / outcome["entry"].shard).unlink(missing_ok=True)
+            write_jsonl_atomic(
+                failures_path,
+                [json.dumps(r, ensure_ascii=False) for r in summary.failures + summary.duplicates],
+            )
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(
+                    ok=len(summary.converted),
+                    failed=len(summary.failures),
+                    skipped=len(summary.skipped),
+                )
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        shutil.rmtree(staging, ignore_errors=True)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _record(outcome: dict, writer: ShardWriter, summary: PrepSummary, fingerprints: dict) -> None:
+    status = outcome["status"]
+    if status == "skipped":
+        summary.skipped.append(outcome["recording_id"])
+    elif status == "failed":
+        summary.failures.append({k: v for k, v in outcome.items() if k != "status"})
+    elif status == "duplicate":
+        summary.duplicates.append({k: v for k, v in outcome.items() if k != "status"})
+    elif outcome["fingerprint"] in fingerprints:  # duplicate of a recording earlier in this run
+        entry: ManifestEntry = outcome["entry"]
+        first, source = fingerprints[outcome["fingerprint"]]
+        summary.duplicates.append(
+            {
+                "source": entry.source,
+                "recording_id": entry.recording_id,
+                "duplicate_of": first,
+                "reason": f"duplicate: same samples as {first} ({source}); not stored again",
+            }
+        )
+    else:
+        entry = outcome["entry"]
+        writer.write_staged(entry)
+        fingerprints[entry.fingerprint] = (entry.recording_id, entry.source)
+        summary.converted.append(entry.recording_id)
+        summary.eeg_seconds += entry.duration_s

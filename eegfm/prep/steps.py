@@ -1,0 +1,183 @@
+"""Pure per-recording signal steps: `(x, sfreq, config) -> x`, with x (C, T) float64.
+
+Signals are padded by reflection at their two ends (like MNE's filters). `eegfm.prep.stream` runs
+the same functions block by block with overlap margins, so a recording of any length is cleaned
+in bounded memory and gives the output of the whole-array functions below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from fractions import Fraction
+
+import numpy as np
+from scipy import signal
+
+from eegfm.prep.config import PrepConfig, PrepError
+
+VOLTS_TO_UV = 1e6
+
+
+def reflect_indices(start: int, stop: int, n: int) -> np.ndarray:
+    """Sample indices [start, stop) mapped into [0, n) by reflection at the ends (then clipped)."""
+    idx = np.arange(start, stop)
+    idx = np.where(idx < 0, -idx, idx)
+    idx = np.where(idx >= n, 2 * (n - 1) - idx, idx)
+    return np.clip(idx, 0, n - 1)
+
+
+def read_reflected(read: Callable[[int, int], np.ndarray], start: int, stop: int, n: int):
+    """Samples [start, stop) of a length-n signal given by `read(a, b)`, reflected past its ends."""
+    if start >= 0 and stop <= n:
+        return read(start, stop)
+    idx = reflect_indices(start, stop, n)
+    lo, hi = int(idx.min()), int(idx.max()) + 1
+    return read(lo, hi)[:, idx - lo]
+
+
+# --------------------------------------------------------------------------------- resampling
+def resample_ratio(sfreq_in: float, sfreq_out: float) -> tuple[int, int]:
+    """Integer (up, down) with sfreq_out / sfreq_in = up / down."""
+    ratio = (Fraction(str(float(sfreq_out))) / Fraction(str(float(sfreq_in)))).limit_denominator(
+        100_000
+    )
+    return ratio.numerator, ratio.denominator
+
+
+def resample_kernel(up: int, down: int) -> np.ndarray:
+    """Polyphase anti-aliasing filter (the one scipy's `resample_poly` uses), gain `up`."""
+    if up == down == 1:
+        return np.ones(1)
+    half = 10 * max(up, down)
+    return signal.firwin(2 * half + 1, 1.0 / max(up, down), window=("kaiser", 5.0)) * up
+
+
+def resampled_length(n_in: int, up: int, down: int) -> int:
+    """Number of output samples for n_in input samples (as `resample_poly`)."""
+    return -(-n_in * up // down)
+
+
+def resample_span(m0: int, m1: int, up: int, down: int, kernel: np.ndarray) -> tuple[int, int]:
+    """Input samples [k0, k1) that output samples [m0, m1) depend on."""
+    half = (len(kernel) - 1) // 2
+    return -(-(m0 * down - half) // up), ((m1 - 1) * down + half) // up + 1
+
+
+def resample_block(
+    segment: np.ndarray, k0: int, m0: int, m1: int, up: int, down: int, kernel: np.ndarray
+) -> np.ndarray:
+    """Output samples [m0, m1) from `segment` = input samples [k0, k0 + len) (see resample_span)."""
+    if up == down == 1:
+        return segment[:, m0 - k0 : m1 - k0]
+    half = (len(kernel) - 1) // 2
+    delay = half - k0 * up  # output m reads the upsampled input at m * down + delay - j
+    shift = (-delay) % down
+    first = (delay + shift) // down
+    padded_kernel = np.concatenate([np.zeros(shift), kernel])
+    out = signal.upfirdn(padded_kernel, segment, up, down, axis=1)
+    return out[:, m0 + first : m1 + first]
+
+
+def resample(x: np.ndarray, sfreq: float, config: PrepConfig) -> np.ndarray:
+    """Resample (C, T) to `config.sfreq` with a polyphase anti-aliasing filter."""
+    up, down = resample_ratio(sfreq, config.sfreq)
+    kernel = resample_kernel(up, down)
+    n_out = resampled_length(x.shape[1], up, down)
+    k0, k1 = resample_span(0, n_out, up, down, kernel)
+    segment = read_reflected(lambda a, b: x[:, a:b], k0, k1, x.shape[1])
+    return resample_block(segment, k0, 0, n_out, up, down, kernel)
+
+
+# ------------------------------------------------------------------------------------ filtering
+def notch_freqs(config: PrepConfig, line_freq: float | None, sfreq: float) -> list[float]:
+    """Line frequency and harmonics to remove (below the low-pass edge and Nyquist)."""
+    line = line_freq or config.line_freq_hz
+    if not line:
+        return []
+    top = min(config.lowpass_hz or sfreq / 2, sfreq / 2) - config.notch_width_hz
+    return [k * line for k in range(1, int(top // line) + 1)]
+
+
+def filter_kernel(
+    sfreq: float,
+    config: PrepConfig,
+    *,
+    line_freq: float | None = None,
+    notch: bool = True,
+    bandpass: bool = True,
+) -> np.ndarray:
+    """One linear-phase FIR (Hamming window) for the band-pass and/or the notches at sfreq."""
+    edges, pass_zero = [], True
+    if bandpass and config.highpass_hz:
+        edges.append(config.highpass_hz)
+        pass_zero = False
+    if notch:
+        for freq in notch_freqs(config, line_freq, sfreq):
+            edges += [freq - config.notch_width_hz / 2, freq + config.notch_width_hz / 2]
+    if bandpass and config.lowpass_hz and config.lowpass_hz < sfreq / 2:
+        edges.append(config.lowpass_hz)
+    if not edges:
+        return np.ones(1)
+    n_taps = int(np.ceil(3.3 * sfreq / config.transition)) // 2 * 2 + 1
+    return signal.firwin(n_taps, edges, pass_zero=pass_zero, fs=sfreq, window="hamming")
+
+
+def fir_filter(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Zero-phase FIR filtering of (C, T) along time, reflection-padded."""
+    if len(kernel) == 1:
+        return x * kernel[0]
+    half = (len(kernel) - 1) // 2
+    padded = read_reflected(lambda a, b: x[:, a:b], -half, x.shape[1] + half, x.shape[1])
+    return signal.oaconvolve(padded, kernel[None, :], mode="valid", axes=1)
+
+
+def notch(x: np.ndarray, sfreq: float, config: PrepConfig, line_freq: float | None = None):
+    """Remove the line frequency and its harmonics."""
+    return fir_filter(x, filter_kernel(sfreq, config, line_freq=line_freq, bandpass=False))
+
+
+def bandpass(x: np.ndarray, sfreq: float, config: PrepConfig) -> np.ndarray:
+    """Keep `config.highpass_hz` .. `config.lowpass_hz`."""
+    return fir_filter(x, filter_kernel(sfreq, config, notch=False))
+
+
+# ------------------------------------------------------------------------ reference, units, flags
+def to_microvolts(x: np.ndarray, sfreq: float | None = None, config: PrepConfig | None = None):
+    """MNE's volts to µV."""
+    return x * VOLTS_TO_UV
+
+
+def rereference(
+    x: np.ndarray, sfreq: float, config: PrepConfig, good: np.ndarray | None = None
+) -> np.ndarray:
+    """Average reference over the `good` channels (all if None); unchanged for 'none'."""
+    if config.reference == "none":
+        return x
+    good = np.ones(len(x), bool) if good is None else np.asarray(good, bool)
+    if not good.any():
+        good = np.ones(len(x), bool)  # every channel bad: the plain average is the best we have
+    return x - x[good].mean(axis=0, keepdims=True)
+
+
+def flag_channels(std_uv: np.ndarray, config: PrepConfig) -> dict[str, np.ndarray]:
+    """Boolean masks of flat and noisy channels from their (band-passed, µV) std."""
+    std_uv = np.asarray(std_uv, dtype=float)
+    flat = std_uv < config.flat_std_uv
+    alive = std_uv[~flat]
+    median = np.median(alive) if alive.size else 0.0
+    noisy = ~flat & (std_uv > config.noisy_std_ratio * median) if median > 0 else ~flat & False
+    return {"flat": flat, "noisy": noisy}
+
+
+def check_finite(x: np.ndarray, ch_names: Sequence[str], source: str, offset: int = 0) -> None:
+    """Raise PrepError naming the channels (and first sample) holding NaN or Inf."""
+    finite = np.isfinite(x)
+    if finite.all():
+        return
+    bad_rows = np.flatnonzero(~finite.all(axis=1))
+    first = offset + int(np.flatnonzero(~finite[bad_rows[0]])[0])
+    names = ", ".join(ch_names[i] for i in bad_rows[:10])
+    raise PrepError(
+        f"{source}: NaN/Inf samples in channel(s) {names} (first at input sample "
+        f"{first}); repair or exclude these channels"
+    )
