@@ -7,6 +7,7 @@ import sys
 
 from eegfm.prep.config import PrepError, load_prep_config
 from eegfm.prep.jobs import run_prep
+from eegfm.prep.summary import describe_failure
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,11 +50,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _with_source(record: dict) -> str:
-    reason = record["reason"]
-    return reason if reason.startswith(record["source"]) else f"{record['source']}: {reason}"
-
-
 def main(argv: list[str]) -> int:
     """Run `eegfm prep`; 0 on success, 1 if everything failed (or anything, with --strict)."""
     args = build_parser().parse_args(argv)
@@ -80,7 +76,7 @@ def main(argv: list[str]) -> int:
         f"{len(summary.failures)} failed"
     )
     for failure in summary.failures:
-        print(f"  failed: {_with_source(failure)}", file=sys.stderr)
+        print(f"  failed: {describe_failure(failure)}", file=sys.stderr)
     if summary.failures or summary.duplicates:
         print(f"details in {args.out}/failures*.jsonl; summary: eegfm inspect {args.out}")
     return summary.exit_code(args.strict)

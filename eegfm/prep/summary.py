@@ -21,6 +21,12 @@ def read_failures(root: os.PathLike) -> list[dict]:
     return records
 
 
+def describe_failure(record: dict) -> str:
+    """`source: reason` of a failure record (reasons from prep already start with the file)."""
+    reason = record["reason"]
+    return reason if reason.startswith(record["source"]) else f"{record['source']}: {reason}"
+
+
 def summarize(root: os.PathLike) -> dict:
     """A JSON-ready summary of a shard directory (reads only manifests and failure lists)."""
     root = Path(root)
@@ -127,10 +133,7 @@ def format_summary(summary: dict, max_rows: int = 25) -> str:
         ("duplicates (not stored twice)", summary["duplicates"]),
     ):
         lines += ["", f"{title}: {len(records)}"]
-        lines += [
-            f"  {r['reason'] if r['reason'].startswith(r['source']) else r['source'] + ': ' + r['reason']}"
-            for r in records[:max_rows]
-        ]
+        lines += [f"  {describe_failure(r)}" for r in records[:max_rows]]
         if len(records) > max_rows:
             lines.append(f"  ... {len(records) - max_rows} more (use --json)")
     return "\n".join(lines)
