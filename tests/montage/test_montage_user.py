@@ -140,3 +140,62 @@ def test_bad_montage_arguments_are_named(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="ACPC"):
         read_user_montage(tsv)
+
+
+# EEGLAB .loc: index, theta (degrees from the nose, clockwise), radius (0.5 = ear level), label
+LOC = "".join(
+    f"{i}\t{theta}\t{radius}\t{name}\n"
+    for i, (theta, radius, name) in enumerate(
+        [(-18, 0.511, "Fp1"), (0, 0.256, "Fz"), (0, 0, "Cz"), (-90, 0.511, "T7"),
+         (90, 0.511, "T8"), (180, 0.511, "Oz")], start=1,
+    )
+)  # fmt: skip
+BVEF = """<?xml version="1.0" encoding="UTF-8"?>
+<BrainVisionElectrodes Version="1">
+{}
+</BrainVisionElectrodes>
+"""
+
+
+def _bvef(tmp_path: Path) -> Path:
+    sites = {"Fpz": (90, 90), "Fz": (45, 90), "Cz": (0, 0), "T7": (-90, 0), "T8": (90, 0)}
+    sites["Oz"] = (90, -90)
+    body = "\n".join(
+        f"<Electrode><Name>{n}</Name><Theta>{t}</Theta><Phi>{p}</Phi><Radius>1</Radius></Electrode>"
+        for n, (t, p) in sites.items()
+    )
+    path = tmp_path / "cap.bvef"
+    path.write_text(BVEF.format(body))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["loc", "bvef"])
+def test_spherical_files_are_oriented_like_the_head_frame(kind: str, tmp_path: Path) -> None:
+    if kind == "loc":
+        path = tmp_path / "cap.loc"
+        path.write_text(LOC)
+    else:
+        path = _bvef(tmp_path)
+    names = ["Fp1" if kind == "loc" else "Fpz", "Fz", "Cz", "T7", "T8", "Oz"]
+    loc = locate_channels(mne.create_info(names, 256.0, "eeg"), montage=path)
+    assert loc.counts == {"user_montage": 6}
+    pos = {ch.name: ch.coords for ch in loc.channels}
+    assert pos["T7"][0] < -0.08 and pos["T8"][0] > 0.08  # +x right
+    assert pos[names[0]][1] > 0.08 and pos["Oz"][1] < -0.08  # +y nasion
+    assert pos["Cz"][2] == max(p[2] for p in pos.values())  # +z up
+    np.testing.assert_allclose(np.linalg.norm(pos["Cz"]), 0.095, rtol=1e-3)
+
+
+def test_csv_in_millimetres_units_inferred(tmp_path: Path) -> None:
+    template = template_positions()
+    labels = LABELS[:19]
+    rows = ["name,x,y,z"] + [
+        f"{label},{','.join(f'{v * 1000:.4f}' for v in template[label.upper()])}"
+        for label in labels
+    ]
+    path = tmp_path / "cap.csv"
+    path.write_text("\n".join(rows) + "\n")
+    loc = locate_channels(mne.create_info(labels, 256.0, "eeg"), montage=path)
+    assert loc.counts == {"user_montage": 19}
+    expected = [template[label.upper()] for label in labels]
+    np.testing.assert_allclose([ch.coords for ch in loc.channels], expected, atol=1e-6)
