@@ -12,8 +12,6 @@ import pytest
 from eegfm.montage import Localization, locate_channels
 from eegfm.montage.layouts import builtin_positions, sphere_to_template, template_positions
 
-mne.set_log_level("ERROR")
-
 
 def _info(path: Path) -> mne.Info:
     with warnings.catch_warnings():

@@ -13,7 +13,6 @@ import pytest
 from eegfm.montage import locate_channels, read_user_montage
 from eegfm.montage.layouts import template_positions
 
-mne.set_log_level("ERROR")
 # 32 10-20/10-10 sites given to the EEGLAB file's 'EEG 000'..'EEG 031', in channel order.
 LABELS = [
     "Fp1", "Fpz", "Fp2", "F7", "F3", "Fz", "F4", "F8", "FC5", "FC1", "FC2", "FC6", "T7", "C3",
