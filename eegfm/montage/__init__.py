@@ -9,6 +9,7 @@ See docs/montage.md for the rules and the reasons behind them.
 
 from eegfm.montage.layouts import VENDOR_MIN_FRACTION, VendorLayout, recognise_vendor
 from eegfm.montage.locate import (
+    HEADER_LAYOUT,
     NON_SCALP,
     UNRESOLVED,
     ChannelLocation,
@@ -29,6 +30,7 @@ from eegfm.montage.user import SUPPORTED_EXTENSIONS, read_user_montage
 __all__ = [
     "ALIASES",
     "EAR_REFERENCES",
+    "HEADER_LAYOUT",
     "NON_SCALP",
     "NON_SCALP_PREFIXES",
     "SUPPORTED_EXTENSIONS",

@@ -177,3 +177,45 @@ def recognise_vendor(labels: Sequence[str]) -> VendorLayout | None:
                 return layout
             return None
     return None
+
+
+# A display layout's outermost electrodes are taken to lie on the 10-20 equator (Fpz, T7, Oz, T8):
+# polar angle 90 degrees from the vertex on the template's fitted sphere.
+DISPLAY_LAYOUT_MAX_POLAR_RAD = math.pi / 2
+# Layout points farther out than this (in units of the cap's robust half-extent) are off the cap
+# (an ear or EOG input drawn beside the head) and are not placed.
+DISPLAY_LAYOUT_MAX_RADIUS = 1.15
+
+
+@functools.cache
+def template_sphere() -> tuple[np.ndarray, float]:
+    """(centre, radius) of the least-squares sphere through colin27's 10-05 positions."""
+    points = np.array(list(template_positions().values()))
+    # |p|^2 = 2 p.c + (r^2 - |c|^2) is linear in (c, r^2 - |c|^2)
+    design = np.column_stack([2.0 * points, np.ones(len(points))])
+    solution = np.linalg.lstsq(design, np.sum(points**2, axis=1), rcond=None)[0]
+    centre = solution[:3]
+    return centre, float(np.sqrt(solution[3] + centre @ centre))
+
+
+def display_layout_to_head(xy: np.ndarray) -> np.ndarray:
+    """Place a 2-D display layout (x right, y front) on the template head; NaN off the cap.
+
+    Approximate by construction (centimetres): each axis is scaled to the cap's robust extent
+    (display layouts are often stretched sideways), read as an azimuthal-equidistant projection
+    from the vertex whose outer ring is the 10-20 equator, and wrapped onto colin27's sphere.
+    """
+    xy = np.asarray(xy, dtype=np.float64)
+    low, high = np.percentile(xy, 2, axis=0), np.percentile(xy, 98, axis=0)
+    half = np.maximum((high - low) / 2.0, 1e-9)
+    unit = (xy - (high + low) / 2.0) / half
+    radius = np.hypot(unit[:, 0], unit[:, 1])
+    polar = np.minimum(radius, 1.0) * DISPLAY_LAYOUT_MAX_POLAR_RAD
+    azimuth = np.arctan2(unit[:, 1], unit[:, 0])
+    direction = np.column_stack(
+        [np.sin(polar) * np.cos(azimuth), np.sin(polar) * np.sin(azimuth), np.cos(polar)]
+    )
+    centre, sphere_radius = template_sphere()
+    positions = centre + sphere_radius * direction
+    positions[radius > DISPLAY_LAYOUT_MAX_RADIUS] = np.nan
+    return positions

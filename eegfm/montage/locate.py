@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from eegfm.montage.layouts import VendorLayout, recognise_vendor, template_positions
+from eegfm.montage.layouts import (
+    VendorLayout,
+    display_layout_to_head,
+    recognise_vendor,
+    template_positions,
+)
 from eegfm.montage.names import is_non_scalp, normalize_channel_name, numbering_scheme
 from eegfm.montage.user import user_positions
 
@@ -25,6 +30,7 @@ if TYPE_CHECKING:
 
 UNRESOLVED = "unresolved"
 NON_SCALP = "non_scalp"
+HEADER_LAYOUT = "header_layout"
 # Digitised positions whose median distance to the head origin falls outside this range are in
 # the wrong units or frame (a file in mm read as m); they are ignored with a warning.
 PLAUSIBLE_MEDIAN_NORM_M = (0.03, 0.3)
@@ -110,12 +116,14 @@ def _frozen(pos: np.ndarray) -> np.ndarray:
     return pos
 
 
-def _digitised(info: mne.Info, eeg: list[int], warnings: list[str]) -> dict[int, np.ndarray]:
-    """Channel index -> (6,) loc of EEG channels whose own position is usable."""
+def _digitised(
+    info: mne.Info, eeg: list[int], warnings: list[str], header_layout: bool = False
+) -> tuple[dict[int, np.ndarray], str]:
+    """(channel index -> (6,) loc of EEG channels whose own position is usable, method name)."""
     from mne.io.constants import FIFF
 
     if not eeg:
-        return {}
+        return {}, "digitization"
     chs = [info["chs"][idx] for idx in eeg]
     locs = np.array([ch["loc"][:6] for ch in chs], dtype=np.float64)  # (n, 6)
     finite = np.isfinite(locs[:, :3])
@@ -137,18 +145,40 @@ def _digitised(info: mne.Info, eeg: list[int], warnings: list[str]) -> dict[int,
         median, (low, high) = float(np.median(norms)), PLAUSIBLE_MEDIAN_NORM_M
         if np.all(np.abs(norms - 1.0) < 1e-3):
             # e.g. Neuroscan CNT: MNE projects the header's 2-D display layout onto a unit sphere
+            if header_layout:
+                return _from_display_layout(usable, warnings), HEADER_LAYOUT
             warnings.append(
                 "positions in the file lie on a unit sphere (a 2-D display layout projected by "
-                "the reader, not electrode positions): ignored; pass a montage to place them"
+                "the reader, not electrode positions): ignored; pass a montage to place them, "
+                "or opt in to the approximate header layout (header_layout=True)"
             )
-            return {}
+            return {}, "digitization"
         if not low <= median <= high:
             warnings.append(
                 f"digitised positions ignored: median distance to the head origin is "
                 f"{median:.3g} m (expected {low}-{high} m; wrong units in the file?)"
             )
-            return {}
-    return usable
+            return {}, "digitization"
+    return usable, "digitization"
+
+
+def _from_display_layout(
+    layout: dict[int, np.ndarray], warnings: list[str]
+) -> dict[int, np.ndarray]:
+    """Channel index -> (6,) loc placed on the template head from a 2-D display layout."""
+    indices = list(layout)
+    # MNE's projection keeps the header's (x, y) up to one shift and scale: x, y are the layout.
+    xy = np.array([layout[idx][:2] for idx in indices])
+    positions = display_layout_to_head(xy)
+    placed = {}
+    for idx, pos in zip(indices, positions, strict=True):
+        if np.all(np.isfinite(pos)):
+            placed[idx] = np.concatenate([pos, np.full(3, np.nan)])
+    warnings.append(
+        f"{len(placed)} positions placed from the file's 2-D display layout (approximate, "
+        f"centimetre accuracy); {len(indices) - len(placed)} layout points off the cap not placed"
+    )
+    return placed
 
 
 class _Lookup:
@@ -220,6 +250,8 @@ def _read_cap(info: mne.Info) -> _Cap:
 def locate_channels(
     info: mne.Info,
     montage: str | os.PathLike | mne.channels.DigMontage | None = None,
+    *,
+    header_layout: bool = False,
 ) -> Localization:
     """Locate every channel of `info` (positions in MNE's head frame, metres).
 
@@ -228,7 +260,9 @@ def locate_channels(
     layout recognised from the whole set of names and their count -> unresolved. Channels of a
     non-EEG type and known non-scalp names (ECG, EOG, ear references, triggers...) are 'non_scalp'.
     A cap that numbers its electrodes ('A1..A32, B1..', 'E1..E256', '1..65') is never matched name
-    by name against the 10-05 template.
+    by name against the 10-05 template. `header_layout=True` (opt-in, per source) accepts a 2-D
+    display layout stored in the file header (Neuroscan CNT) as approximate positions, method
+    'header_layout', in place of the file's digitisation.
     """
     import mne
 
@@ -238,7 +272,7 @@ def locate_channels(
     cap = _read_cap(info)
     user = user_positions(montage)[0] if montage is not None else None
     lookup = _Lookup(user, template=cap.numbering is None, vendor=cap.vendor)
-    digitised = _digitised(info, cap.scalp, warnings)
+    digitised, digitised_method = _digitised(info, cap.scalp, warnings, header_layout)
     by_label = {
         cap.parsed[i][0].upper(): loc[:3] for i, loc in digitised.items() if not cap.parsed[i][1]
     }
@@ -251,7 +285,7 @@ def locate_channels(
             continue
         label, ref_label = cap.parsed[idx]
         loc = digitised.get(idx)
-        first = (loc[:3], "digitization") if loc is not None else lookup.find(name, label)
+        first = (loc[:3], digitised_method) if loc is not None else lookup.find(name, label)
         second = None
         if ref_label is not None:
             if loc is not None and _valid(loc[3:6]) and not np.allclose(loc[3:6], loc[:3]):

@@ -297,3 +297,25 @@ def test_non_eeg_channel_types_are_non_scalp() -> None:
 def test_locate_rejects_what_is_not_an_info() -> None:
     with pytest.raises(TypeError, match=r"mne\.Info"):
         locate_channels(["Cz"])  # type: ignore[arg-type]
+
+
+def test_cnt_display_layout_is_placed_only_when_asked(formats_dir: Path) -> None:
+    # opt-in: the header layout becomes approximate positions on the template head
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        raw = mne.io.read_raw_cnt(
+            formats_dir / "CNT" / "scan41_short.cnt", data_format="int32", preload=False
+        )
+    loc = locate_channels(raw.info, header_layout=True)
+    placed = {ch.name: ch.coords for ch in loc.located}
+    assert {ch.method for ch in loc.located} == {"header_layout"}
+    assert {str(n) for n in range(1, 125)} <= placed.keys()
+    assert "LEFT_EAR" not in placed  # drawn beside the head: off the cap, not placed
+    coords = np.array(list(placed.values()))
+    assert np.all(np.isfinite(coords))
+    assert np.all((np.linalg.norm(coords, axis=1) > 0.05) & (np.linalg.norm(coords, axis=1) < 0.15))
+    # the layout's orientation survives: channel 2 (front row) is anterior of 119 (back row),
+    # channel 68 (far left) is left of 78 (far right)
+    assert placed["2"][1] > placed["119"][1] + 0.1
+    assert placed["68"][0] < placed["78"][0] - 0.1
+    assert any("display layout" in w for w in loc.warnings)
