@@ -54,6 +54,7 @@ class PrepConfig:
     montages: list[dict] = field(default_factory=list)  # [{match: glob, montage: path or name}]
     event_codes: dict[str, int] = field(default_factory=dict)  # label -> code for annotations
     moabb_options: dict[str, dict] = field(default_factory=dict)  # dataset -> constructor kwargs
+    allow_truncated: bool = False  # convert the readable part of a truncated EDF/BDF
 
     def __post_init__(self) -> None:
         nyquist = self.sfreq / 2
@@ -134,6 +135,8 @@ def _coerce(key: str, value: Any, hint: Any) -> Any:
         raise PrepError(f"prep config: {key} cannot be null")
     for option in options:
         origin = typing.get_origin(option) or option
+        if origin is bool and isinstance(value, bool):
+            return value
         if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
         if origin is int and isinstance(value, int) and not isinstance(value, bool):

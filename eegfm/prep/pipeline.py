@@ -20,6 +20,7 @@ import pandas as pd
 from eegfm.montage import montage_id
 from eegfm.prep import steps
 from eegfm.prep.config import PrepConfig, PrepError
+from eegfm.prep.sources import montage_for
 from eegfm.prep.stream import CleaningPlan, clean
 from eegfm.shards import Recording, ShardWriter, empty_events, events_frame
 
@@ -96,8 +97,13 @@ def locate(raw, eeg_picks: list[int], montage=None, source: str = ""):
         ) from error
 
 
-def acquisition_gaps(raw) -> list[tuple[int, int]]:
-    """Input sample ranges with no data (MNE marks acquisition pauses BAD_ACQ_SKIP)."""
+def acquisition_gaps(raw, picks: list[int], block: int = 1 << 18) -> list[tuple[int, int]]:
+    """Input sample ranges with no data: acquisition pauses.
+
+    MNE marks them BAD_ACQ_SKIP and fills them with zeros, but the annotation can be off by a few
+    samples from the zero-filled stretch (EGI MFF), so when pauses are announced the all-zero
+    stretches of the EEG channels are found too and both are treated as gaps.
+    """
     annotations = raw.annotations
     skips = [i for i, d in enumerate(annotations.description) if d.upper() == "BAD_ACQ_SKIP"]
     if not skips:
@@ -106,7 +112,21 @@ def acquisition_gaps(raw) -> list[tuple[int, int]]:
         annotations.onset[skips], use_rounding=True, origin=annotations.orig_time
     )
     lengths = np.round(annotations.duration[skips] * raw.info["sfreq"]).astype(int)
-    return [(int(a), int(a + n)) for a, n in zip(starts, lengths, strict=True)]
+    gaps = [(int(a), int(a + n)) for a, n in zip(starts, lengths, strict=True)]
+    run_start = None
+    for start in range(0, raw.n_times, block):
+        zero = ~np.any(raw.get_data(picks=picks, start=start, stop=start + block), axis=0)
+        flags = np.concatenate([[run_start is not None], zero])
+        for index in np.flatnonzero(flags[1:] != flags[:-1]):
+            if zero[index]:
+                run_start = start + int(index)
+            else:
+                gaps.append((run_start, start + int(index)))
+                run_start = None
+    if run_start is not None:
+        gaps.append((run_start, raw.n_times))
+    min_gap = max(2, round(0.05 * raw.info["sfreq"]))  # ignore isolated zero samples
+    return sorted(g for g in gaps if g[1] - g[0] >= min_gap)
 
 
 def event_code(label: str, config: PrepConfig, event_id: dict[str, int]) -> int:
@@ -173,7 +193,11 @@ def prepare(
     montage=None,
     event_id: dict[str, int] | None = None,
 ) -> PreparedRecording:
-    """Pick and locate the EEG channels, plan the cleaning and collect the events."""
+    """Pick and locate the EEG channels, plan the cleaning and collect the events.
+
+    `montage` (a file, an MNE name, a DigMontage or 'file_layout') defaults to the config's
+    `montages` rule matching `attrs['source']`.
+    """
     source = attrs.get("source", recording_id)
     eeg, stim = pick_eeg(raw)
     if not eeg:
@@ -181,6 +205,8 @@ def prepare(
         raise PrepError(f"{source}: no channel is typed EEG (channel types: {types})")
     if raw.n_times < 2:
         raise PrepError(f"{source}: the recording holds {raw.n_times} sample(s)")
+    if montage is None:
+        montage = montage_for(str(source), config)
     localization = locate(raw, eeg, montage, source)
     kept = [
         (pick, ch)
@@ -201,7 +227,12 @@ def prepare(
     sfreq_in = float(raw.info["sfreq"])
     line_freq = raw.info.get("line_freq") or config.line_freq_hz
     plan = CleaningPlan.build(
-        raw.n_times, sfreq_in, len(picks), config, line_freq=line_freq, gaps=acquisition_gaps(raw)
+        raw.n_times,
+        sfreq_in,
+        len(picks),
+        config,
+        line_freq=line_freq,
+        gaps=acquisition_gaps(raw, picks),
     )
     events = annotation_events(raw, config, plan.n_out, event_id or {})
     use_stim = config.stim_events == "always" or (config.stim_events == "auto" and events.empty)

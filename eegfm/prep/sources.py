@@ -256,6 +256,25 @@ def montage_for(path: str, config: PrepConfig) -> str | None:
     return chosen
 
 
+def edf_records(path: Path) -> tuple[int, int] | None:
+    """(records the EDF/BDF header announces, complete records in the file), None if unreadable."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(256)
+            header_bytes, n_records, n_signals = (
+                int(head[184:192]),
+                int(head[236:244]),
+                int(head[252:256]),
+            )
+            handle.seek(256 + 216 * n_signals)
+            samples = [int(handle.read(8)) for _ in range(n_signals)]
+    except (ValueError, OSError):
+        return None
+    record_bytes = sum(samples) * (3 if path.suffix.lower() == ".bdf" else 2)
+    present = (path.stat().st_size - header_bytes) // max(record_bytes, 1)
+    return n_records, present
+
+
 def read_recording_file(path: str | Path, config: PrepConfig):
     """Open one recording file lazily with MNE, applying its configured reader options."""
     import mne
@@ -264,6 +283,14 @@ def read_recording_file(path: str | Path, config: PrepConfig):
     options = reader_options_for(str(path), config)
     if path.is_file() and path.stat().st_size == 0:
         raise PrepError(f"{path}: the file is empty (0 bytes)")
+    if path.suffix.lower() in (".edf", ".bdf") and not config.allow_truncated:
+        records = edf_records(path)
+        if records is not None and records[1] < records[0]:
+            raise PrepError(
+                f"{path}: truncated: the header announces {records[0]} data records, "
+                f"the file holds {records[1]} (incomplete copy?); set "
+                "allow_truncated: true in the prep config to convert the part present"
+            )
     try:
         if path.suffix.lower() == ".cnt":  # read_raw would also try ANT's reader and hide why
             return mne.io.read_raw_cnt(path, preload=False, verbose="error", **options)
@@ -289,6 +316,8 @@ def load_item(item: SourceItem, config: PrepConfig) -> Iterator[RawRecording]:
         return
     path = Path(item.location)
     files = source_files(path)
+    if item.kind == "bids":  # sidecars (channels, electrodes, events) change the recording too
+        files += sorted(p for p in path.parent.iterdir() if p.suffix in (".tsv", ".json"))
     provenance = {
         "dataset": item.dataset,
         "source": str(path),

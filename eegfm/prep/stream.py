@@ -38,6 +38,7 @@ class CleaningPlan:
     fir_kernel: np.ndarray
     block: int  # output samples per block
     pieces: tuple[tuple[int, int, int, int], ...]
+    level_samples: int  # input samples whose mean is subtracted from each piece
 
     @classmethod
     def build(
@@ -65,6 +66,7 @@ class CleaningPlan:
             fir_kernel=steps.filter_kernel(config.sfreq, config, line_freq=line_freq),
             block=block,
             pieces=_pieces(n_in, n_out, up, down, gaps),
+            level_samples=max(1, round(10 * sfreq_in)),
         )
 
     def blocks(self) -> Iterator[tuple[int, int]]:
@@ -99,8 +101,12 @@ def filtered_blocks(
     for in_start, in_stop, out_start, out_stop in plan.pieces:
         n_in, n_out = in_stop - in_start, out_stop - out_start
 
-        def read_piece(a: int, b: int, offset: int = in_start) -> np.ndarray:
-            return read(offset + a, offset + b)
+        # Per-channel level of the piece's first seconds, removed before filtering: DC-coupled
+        # amplifiers sit at up to ±300 mV, which the high-pass would leak (~1e-3) and ring on.
+        level = read(in_start, in_start + min(n_in, plan.level_samples)).mean(axis=1, keepdims=True)
+
+        def read_piece(a: int, b: int, offset: int = in_start, level=level) -> np.ndarray:
+            return read(offset + a, offset + b) - level
 
         for m0 in range(0, n_out, plan.block):
             m1 = min(n_out, m0 + plan.block)

@@ -1,0 +1,90 @@
+"""Each pure step on synthetic signals and on a real eegmat recording."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from eegfm.prep import steps
+from eegfm.prep.config import PrepError
+
+
+def _sines(freqs, sfreq, seconds=40.0):
+    t = np.arange(int(seconds * sfreq)) / sfreq
+    return np.array([np.sin(2 * np.pi * f * t) for f in freqs])
+
+
+def _gain(y, margin):
+    return np.abs(y[:, margin:-margin]).max(axis=1)
+
+
+@pytest.mark.parametrize(
+    ("sfreq_in", "n"), [(500, 9101), (128, 3000), (5000, 20000), (256, 7777), (499.712, 5000)]
+)
+def test_resample_matches_scipy_and_is_blockwise_exact(config, sfreq_in, n):
+    x = np.random.default_rng(0).normal(size=(3, n))
+    y = steps.resample(x, sfreq_in, config)
+    up, down = steps.resample_ratio(sfreq_in, config.sfreq)
+    reference = signal.resample_poly(x, up, down, axis=1)
+    kernel = steps.resample_kernel(up, down)
+    edge = len(kernel) // down + 2  # edges differ: we reflect, scipy pads with zeros
+    assert y.shape == reference.shape
+    np.testing.assert_allclose(y[:, edge:-edge], reference[:, edge:-edge], atol=1e-12)
+    blocks = []
+    for m0 in range(0, y.shape[1], 333):
+        m1 = min(y.shape[1], m0 + 333)
+        k0, k1 = steps.resample_span(m0, m1, up, down, kernel)
+        segment = steps.read_reflected(lambda a, b: x[:, a:b], k0, k1, n)
+        blocks.append(steps.resample_block(segment, k0, m0, m1, up, down, kernel))
+    np.testing.assert_array_equal(np.concatenate(blocks, axis=1), y)
+
+
+def test_bandpass_keeps_the_band_and_removes_the_rest(config):
+    x = _sines([0.05, 10.0, 30.0, 90.0], 200.0)
+    gain = _gain(steps.bandpass(x, 200.0, config), 2000)
+    assert gain[1] == pytest.approx(1, abs=0.01) and gain[2] == pytest.approx(1, abs=0.01)
+    assert gain[0] < 0.05 and gain[3] < 0.01
+
+
+def test_notch_removes_line_frequency_and_keeps_neighbours(config):
+    x = _sines([50.0, 45.0, 55.0, 10.0], 200.0)
+    gain = _gain(steps.notch(x, 200.0, config), 2000)
+    assert gain[0] < 0.01
+    assert np.allclose(gain[1:], 1, atol=0.01)
+    sixty = _gain(steps.notch(_sines([60.0, 50.0], 200.0), 200.0, config, line_freq=60.0), 2000)
+    assert sixty[0] < 0.01 and sixty[1] == pytest.approx(1, abs=0.01)
+    assert steps.notch_freqs(config, 50.0, 200.0) == [50.0]
+    assert steps.notch_freqs(config, 50.0, 1000.0) == [50.0]  # nothing above lowpass_hz
+    assert steps.notch_freqs(config.__class__(lowpass_hz=None), 50.0, 1000.0)[-1] == 450.0
+
+
+def test_rereference_units_and_flags(config):
+    x = np.random.default_rng(1).normal(size=(4, 1000))
+    good = np.array([True, True, False, True])
+    y = steps.rereference(x, 200.0, config, good=good)
+    np.testing.assert_allclose(y[good].mean(axis=0), 0, atol=1e-12)
+    assert steps.rereference(x, 200.0, config.__class__(reference="none")) is x
+    assert steps.to_microvolts(np.array([1e-6]))[0] == pytest.approx(1.0)
+    flags = steps.flag_channels(np.array([0.01, 10.0, 12.0, 9.0, 500.0]), config)
+    assert flags["flat"].tolist() == [True, False, False, False, False]
+    assert flags["noisy"].tolist() == [False, False, False, False, True]
+
+
+def test_check_finite_names_the_channel():
+    x = np.zeros((3, 10))
+    x[1, 4] = np.inf
+    with pytest.raises(PrepError, match=r"rec\.edf: NaN/Inf samples in channel\(s\) Cz.*104"):
+        steps.check_finite(x, ["Fz", "Cz", "Pz"], "rec.edf", offset=100)
+
+
+def test_steps_on_a_real_recording(config, real_raw):
+    raw = real_raw
+    x = steps.to_microvolts(raw.get_data(picks=list(range(19))))
+    y = steps.bandpass(steps.notch(steps.resample(x, 500.0, config), 200.0, config), 200.0, config)
+    assert y.shape == (19, steps.resampled_length(raw.n_times, 2, 5))
+    freqs, power = signal.welch(y, fs=200.0, nperseg=800)
+    in_band = power[:, (freqs > 5) & (freqs < 30)].mean()
+    assert power[:, np.argmin(np.abs(freqs - 50))].mean() < 1e-3 * in_band
+    assert power[:, freqs > 85].mean() < 1e-4 * in_band
+    assert np.abs(y.mean(axis=1)).max() < 1.0  # DC gone (µV)
