@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import default_collate
 
 
 def pad_collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -19,32 +20,44 @@ def pad_collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """
     if not samples:
         raise ValueError("pad_collate got an empty batch")
-    n_channels = [s["x"].shape[0] for s in samples]
-    B, C, T = len(samples), max(n_channels), samples[0]["x"].shape[1]
-    x = np.zeros((B, C, T), dtype=np.float32)
-    coords = np.zeros((B, C, 3), dtype=np.float32)
-    ref_coords = np.full((B, C, 3), np.nan, dtype=np.float32)
-    channel_mask = np.zeros((B, C), dtype=bool)
-    for b, (sample, c) in enumerate(zip(samples, n_channels, strict=True)):
-        if sample["x"].shape[1] != T:
-            raise ValueError(f"windows in a batch differ in length: {T} vs {sample['x'].shape[1]}")
-        x[b, :c] = sample["x"]
-        coords[b, :c] = sample["coords"]
-        ref_coords[b, :c] = sample["ref_coords"]
-        channel_mask[b, :c] = True
-    if not np.isfinite(x).all():
-        bad = [b for b in range(B) if not np.isfinite(x[b]).all()]
+    C = max(s["x"].shape[0] for s in samples)
+    T = samples[0]["x"].shape[1]
+    if any(s["x"].shape[1] != T for s in samples):
+        raise ValueError(f"windows in a batch differ in length: {[s['x'].shape for s in samples]}")
+    # default_collate stacks straight into shared memory inside a DataLoader worker, so a batch
+    # is copied once; only windows of smaller montages are padded first.
+    x = default_collate([torch.from_numpy(_pad(s["x"], C, 0.0)) for s in samples])
+    coords = default_collate([torch.from_numpy(_pad(s["coords"], C, 0.0)) for s in samples])
+    ref_coords = default_collate(
+        [torch.from_numpy(_pad(s["ref_coords"], C, np.nan)) for s in samples]
+    )
+    channel_mask = torch.zeros((len(samples), C), dtype=torch.bool)
+    for b, sample in enumerate(samples):
+        channel_mask[b, : sample["x"].shape[0]] = True
+    # One reduction instead of an elementwise mask: a NaN/Inf anywhere makes the sum non-finite.
+    if not torch.isfinite(x.sum()):
+        bad = [b for b in range(len(samples)) if not torch.isfinite(x[b]).all()]
         where = ", ".join(f"{samples[b]['recording_id']}@{samples[b]['start']}" for b in bad)
         raise ValueError(
             f"non-finite samples in windows (recording@start) {where}: "
             "run `eegfm validate` on the shards"
         )
     return {
-        "x": torch.from_numpy(x),
-        "coords": torch.from_numpy(coords),
-        "ref_coords": torch.from_numpy(ref_coords),
-        "channel_mask": torch.from_numpy(channel_mask),
+        "x": x,
+        "coords": coords,
+        "ref_coords": ref_coords,
+        "channel_mask": channel_mask,
         "recording_index": torch.tensor([s["recording_index"] for s in samples], dtype=torch.int64),
         "start": torch.tensor([s["start"] for s in samples], dtype=torch.int64),
         "recording_id": [s["recording_id"] for s in samples],
     }
+
+
+def _pad(array: np.ndarray, n_channels: int, fill: float) -> np.ndarray:
+    """(c, ...) float32 -> (n_channels, ...), rows past c set to `fill` (no copy if c is full)."""
+    array = np.asarray(array, dtype=np.float32)
+    if array.shape[0] == n_channels:
+        return array
+    out = np.full((n_channels, *array.shape[1:]), fill, dtype=np.float32)
+    out[: array.shape[0]] = array
+    return out

@@ -201,6 +201,11 @@ class DistributedWindowBatchSampler(Sampler[list[WindowKey]]):
             self._skip = 0
         self.epoch = int(epoch)
 
+    @property
+    def pending_skip(self) -> int:
+        """Batches the next iteration skips (set by `resume_from_batch`)."""
+        return self._skip
+
     def resume_from_batch(self, epoch: int, batches_done: int) -> None:
         """Make the next iteration start at batch `batches_done` of `epoch`."""
         self.epoch, self._skip = int(epoch), int(batches_done)

@@ -1,0 +1,179 @@
+"""Pretraining loader throughput: windows/s per DataLoader worker, eegfm shards vs braindecode.
+
+Builds the same recordings three ways from real eegmat EDFs (resampled to 200 Hz, channels
+tiled to 22 and 64 so both loaders read identical arrays): eegfm shards read through
+`PretrainDataModule`'s loader, and braindecode windows from `create_fixed_length_windows` on
+lazily read FIF raws (preload=False) and preloaded. Every loader draws shuffled 4 s windows in
+batches and is iterated like training would (collate included).
+
+    python benchmarks/bench_loader.py [--eegmat ../shared/eeg/eegmat] [--seconds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import mne
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from eegfm.data.collate import pad_collate
+from eegfm.data.windows import DistributedWindowBatchSampler, ShardWindowDataset, WindowIndex
+from eegfm.shards import Recording, ShardReader, ShardWriter
+from eegfm.training.datamodule import ResumableDataLoader
+
+SFREQ = 200.0
+
+
+def load_recordings(eegmat: Path, n_files: int, n_channels: int) -> list[tuple[str, np.ndarray]]:
+    """(recording_id, data (C, T) µV float32) from eegmat EDFs, channels tiled to n_channels."""
+    files = sorted(glob.glob(str(eegmat / "Subject*_*.edf")))[:n_files]
+    if not files:
+        raise SystemExit(f"no eegmat EDF files under {eegmat}: pass --eegmat")
+    recordings = []
+    for path in files:
+        raw = mne.io.read_raw_edf(path, preload=True, verbose="error")
+        raw.pick(list(range(19))).resample(SFREQ, verbose="error")
+        data = (raw.get_data() * 1e6).astype(np.float32)
+        tiled = np.concatenate([data] * (n_channels // len(data) + 1))[:n_channels]
+        recordings.append((Path(path).stem, np.ascontiguousarray(tiled)))
+    return recordings
+
+
+def write_shards(recordings: list[tuple[str, np.ndarray]], out: Path) -> None:
+    """The recordings as one eegfm shard directory."""
+    rng = np.random.default_rng(0)
+    C = recordings[0][1].shape[0]
+    coords = (rng.normal(size=(C, 3)) * 0.05).astype(np.float32)
+    with ShardWriter(out, sfreq=SFREQ) as writer:
+        for recording_id, data in recordings:
+            attrs = {"dataset": "eegmat", "montage_id": f"tiled{C}"}
+            ref = np.full_like(coords, np.nan)
+            names = [f"E{i}" for i in range(C)]
+            writer.write(Recording(recording_id, data, coords, ref, names, attrs=attrs))
+
+
+def write_fifs(recordings: list[tuple[str, np.ndarray]], out: Path) -> list[Path]:
+    """The recordings as FIF files (float32) that MNE can read lazily."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for recording_id, data in recordings:
+        info = mne.create_info([f"E{i}" for i in range(len(data))], SFREQ, "eeg")
+        path = out / f"{recording_id}_raw.fif"
+        raw = mne.io.RawArray(data * 1e-6, info, verbose="error")
+        raw.save(path, fmt="single", verbose="error")
+        paths.append(path)
+    return paths
+
+
+def windows_per_s(loader: DataLoader, seconds: float, warmup_batches: int = 3) -> float:
+    """Windows per second over `seconds` of iteration (epochs repeat), after worker start-up."""
+    n, seen, start = 0, 0, None
+    for epoch in range(10**6):
+        if hasattr(loader.batch_sampler, "set_epoch"):
+            loader.batch_sampler.set_epoch(epoch)
+        for batch in loader:
+            x = batch["x"] if isinstance(batch, dict) else batch[0]
+            seen += 1
+            if seen == warmup_batches:
+                start, n = time.perf_counter(), 0
+            n += len(x)
+            if start is not None and time.perf_counter() - start > seconds:
+                return n / (time.perf_counter() - start)
+    raise AssertionError("unreachable")
+
+
+def shard_loader(root: Path, workers: int, batch_size: int) -> DataLoader:
+    """The pretraining loader (index, sampler, dataset, collate) over a shard directory."""
+    reader = ShardReader(root)
+    index = WindowIndex(reader.entries, int(4 * SFREQ))
+    sampler = DistributedWindowBatchSampler(index, batch_size, seed=0)
+    dataset = ShardWindowDataset(reader, index)
+    extra = {"persistent_workers": True} if workers else {}
+    return ResumableDataLoader(
+        dataset, sampler, num_workers=workers, collate_fn=pad_collate, **extra
+    )
+
+
+def braindecode_loader(fifs: list[Path], preload: bool, workers: int, batch_size: int):
+    """braindecode fixed-length windows (lazy raws when preload=False), shuffled."""
+    from braindecode.datasets import BaseConcatDataset, RawDataset
+    from braindecode.preprocessing import create_fixed_length_windows
+
+    raws = [mne.io.read_raw_fif(p, preload=False, verbose="error") for p in fifs]
+    datasets = [RawDataset(r, {"recording": p.stem}) for r, p in zip(raws, fifs, strict=True)]
+    concat = BaseConcatDataset(datasets)
+    windows = create_fixed_length_windows(
+        concat,
+        window_size_samples=int(4 * SFREQ),
+        window_stride_samples=int(4 * SFREQ),
+        drop_last_window=True,
+        preload=preload,
+    )
+    generator = torch.Generator().manual_seed(0)
+    extra = {"persistent_workers": True} if workers else {}
+    return DataLoader(
+        windows,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=workers,
+        generator=generator,
+        **extra,
+    )
+
+
+def main() -> None:
+    """Measure every loader at 22 and 64 channels with 0 and 1 workers; print a table."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    default_eegmat = Path(__file__).resolve().parents[2] / "shared" / "eeg" / "eegmat"
+    parser.add_argument("--eegmat", type=Path, default=default_eegmat)
+    parser.add_argument("--files", type=int, default=12, help="eegmat EDF files to use")
+    parser.add_argument("--channels", type=int, nargs="+", default=[22, 64])
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for C in args.channels:
+            recordings = load_recordings(args.eegmat, args.files, C)
+            hours = sum(d.shape[1] for _, d in recordings) / SFREQ / 3600
+            write_shards(recordings, Path(tmp) / f"shards{C}")
+            fifs = write_fifs(recordings, Path(tmp) / f"fif{C}")
+            shards = Path(tmp) / f"shards{C}"
+            for workers in args.workers:
+                candidates = [
+                    ("eegfm shards", shard_loader, (shards, workers, args.batch_size)),
+                    (
+                        "braindecode lazy",
+                        braindecode_loader,
+                        (fifs, False, workers, args.batch_size),
+                    ),
+                    (
+                        "braindecode preloaded",
+                        braindecode_loader,
+                        (fifs, True, workers, args.batch_size),
+                    ),
+                ]
+                for name, make, make_args in candidates:
+                    rate = windows_per_s(make(*make_args), args.seconds)
+                    rows.append((name, C, workers, rate))
+                    print(f"{name:<22} {C:>3} ch  workers={workers}  {rate:>9,.0f} windows/s")
+            print(f"({len(recordings)} recordings, {hours:.2f} h at {C} channels)")
+    print("\n| loader | channels | workers | windows/s | vs braindecode lazy |")
+    print("|---|---|---|---|---|")
+    lazy = {(c, w): r for n, c, w, r in rows if n == "braindecode lazy"}
+    for name, C, workers, rate in rows:
+        print(f"| {name} | {C} | {workers} | {rate:,.0f} | {rate / lazy[(C, workers)]:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,135 @@
+"""`eegfm pretrain`: masked pretraining over shard directories, configured by LightningCLI.
+
+    eegfm pretrain --config configs/pretrain/tiny.yaml --data SHARDS [SHARDS...] \\
+        [--run_dir runs/tiny] [--trainer.max_steps 50] [--model.lr 5e-4] [--data.batch_size 16]
+
+Every `--trainer.*`, `--model.*` (MaskedPretrainModule), `--data.*` (PretrainDataModule) and
+`--checkpoint.*` (ModelCheckpoint) option can be set in the YAML or on the command line. The run
+directory holds everything and never changes on a requeue; a run restarts from the newest of
+`RUN_DIR/checkpoints/last.ckpt` and Lightning's SLURM `RUN_DIR/hpc_ckpt_*.ckpt`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.utilities import rank_zero_info
+
+from eegfm.training.callbacks import EncoderExport, StepMetricsLogger
+from eegfm.training.datamodule import PretrainDataModule
+from eegfm.training.pretrain_module import MaskedPretrainModule
+
+CHECKPOINT_DEFAULTS = {
+    "checkpoint.every_n_train_steps": 1000,
+    "checkpoint.save_last": True,
+    "checkpoint.save_top_k": 3,  # periodic checkpoints kept: the 3 latest (monitor=step)
+    "checkpoint.monitor": "step",
+    "checkpoint.mode": "max",
+    "checkpoint.filename": "{step:08d}",
+}
+
+
+def expand_shortcuts(argv: list[str]) -> list[str]:
+    """`--data DIR [DIR...]` -> `--data.roots=[...]`; a YAML after --data is left alone."""
+    out, i = [], 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "--data" or arg.startswith("--data="):
+            values = [arg.split("=", 1)[1]] if "=" in arg else []
+            i += 1
+            while "=" not in arg and i < len(argv) and not argv[i].startswith("--"):
+                values.append(argv[i])
+                i += 1
+            if len(values) == 1 and values[0].endswith((".yaml", ".yml", ".json")):
+                out += ["--data", values[0]]
+            elif values:
+                out.append("--data.roots=" + json.dumps(values))
+            else:
+                out.append(arg)
+            continue
+        out.append(arg)
+        i += 1
+    return out
+
+
+def resolve_resume(resume: str, run_dir: Path) -> str | None:
+    """Checkpoint to start from: 'auto' (newest in the run directory, if any), 'never', a path."""
+    if resume == "never":
+        return None
+    if resume != "auto":
+        if not Path(resume).is_file():
+            raise FileNotFoundError(f"--resume {resume}: no such checkpoint file")
+        return resume
+    candidates = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
+    existing = [p for p in candidates if p.is_file()]
+    return str(max(existing, key=lambda p: p.stat().st_mtime)) if existing else None
+
+
+class PretrainCLI(LightningCLI):
+    """LightningCLI with a fixed run directory, periodic checkpoints and a resume option."""
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        """Add --run_dir, --resume and the checkpoint options; tie seeds and paths together."""
+        parser.add_argument(
+            "--run_dir", type=str, default="runs/pretrain", help="run directory (kept on requeue)"
+        )
+        parser.add_argument(
+            "--resume", type=str, default="auto", help="auto | never | path to a .ckpt"
+        )
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(CHECKPOINT_DEFAULTS)
+        parser.link_arguments("run_dir", "trainer.default_root_dir")
+        parser.link_arguments(
+            "run_dir", "checkpoint.dirpath", compute_fn=lambda d: os.path.join(d, "checkpoints")
+        )
+        parser.link_arguments("seed_everything", "data.seed", compute_fn=_seed)
+        parser.link_arguments("seed_everything", "model.seed", compute_fn=_seed)
+
+
+def _seed(value: bool | int) -> int:
+    if isinstance(value, bool):
+        raise ValueError("seed_everything must be an integer for pretraining (runs must resume)")
+    return int(value)
+
+
+def build_cli(argv: list[str]) -> PretrainCLI:
+    """Parse the arguments and instantiate trainer, module and datamodule (nothing runs)."""
+    with warnings.catch_warnings():
+        # `eegfm pretrain` passes its own argv on purpose; sys.argv also holds the subcommand.
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+        return _build(argv)
+
+
+def _build(argv: list[str]) -> PretrainCLI:
+    return PretrainCLI(
+        MaskedPretrainModule,
+        PretrainDataModule,
+        args=expand_shortcuts(argv),
+        run=False,
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        trainer_defaults={
+            "logger": False,
+            "use_distributed_sampler": False,
+            "callbacks": [StepMetricsLogger(), EncoderExport()],
+        },
+        parser_kwargs={"prog": "eegfm pretrain", "description": __doc__.split("\n\n")[0]},
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `eegfm pretrain`; resumes from the run directory unless --resume never."""
+    cli = build_cli(list(sys.argv[1:] if argv is None else argv))
+    run_dir = Path(cli.trainer.default_root_dir)
+    ckpt_path = resolve_resume(cli.config["resume"], run_dir)
+    if ckpt_path:
+        rank_zero_info(f"resuming from {ckpt_path}")
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, weights_only=True)
+    return 0

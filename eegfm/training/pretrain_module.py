@@ -1,0 +1,209 @@
+"""LightningModule for masked pretraining of an `EEGEncoder` from the registry.
+
+Per-step randomness (masks, dropout) is a function of (seed, global_step, rank): the module
+reseeds torch at the start of every training step, so a resumed run draws exactly what the
+uninterrupted run would have drawn.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import nn
+
+from eegfm.models import MaskedPretrainer, create_model
+
+
+def step_seed(seed: int, step: int, rank: int) -> int:
+    """A 63-bit torch seed for one (seed, step, rank), decorrelated across all three."""
+    state = np.random.SeedSequence([int(seed), int(step), int(rank)]).generate_state(1, np.uint64)
+    return int(state[0]) & (2**63 - 1)
+
+
+@dataclass
+class WarmupCosine:
+    """LR factor: linear warm-up from 0 to 1 over `warmup_steps`, then cosine down to
+    `min_ratio` at `total_steps` (flat afterwards). A callable object, so LambdaLR keeps its
+    fields in the scheduler state."""
+
+    warmup_steps: int
+    total_steps: int
+    min_ratio: float
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return (step + 1) / self.warmup_steps
+        span = max(1, self.total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / span)
+        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on norms, biases, embedding tables and learned tokens
+    (1-D parameters, `nn.Embedding`, names in a timm-style `no_weight_decay()`, `*token`)."""
+    skip: set[str] = set()
+    for prefix, module in model.named_modules():
+        dot = f"{prefix}." if prefix else ""
+        if hasattr(module, "no_weight_decay"):
+            skip |= {f"{dot}{name}" for name in module.no_weight_decay()}
+        if isinstance(module, nn.Embedding):
+            skip |= {f"{dot}{name}" for name, _ in module.named_parameters()}
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        plain = param.ndim < 2 or name in skip or name.rsplit(".", 1)[-1].endswith("token")
+        (no_decay if plain else decay).append(param)
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+
+
+class MaskedPretrainModule(L.LightningModule):
+    """Masked pretraining of a registry encoder with AdamW and a warm-up + cosine schedule.
+
+    Args:
+        encoder: registry name (`eegfm.list_models()`).
+        encoder_overrides: keyword overrides for `create_model` (depth, embed_dim, ...).
+        pretrainer: keyword options of `MaskedPretrainer` (mask ratio, mask kinds, decoder...).
+        lr: peak learning rate (after warm-up).
+        weight_decay: AdamW weight decay on weight matrices.
+        betas: AdamW betas.
+        warmup_steps: linear warm-up length in optimizer steps.
+        min_lr_ratio: final LR as a fraction of `lr` at the end of the cosine.
+        total_steps: cosine length; None: the trainer's `max_steps` (or its step estimate).
+        seed: with the global step and rank, seeds the masks and dropout of each step.
+        nonfinite: on a NaN/Inf gradient (checked after DDP's all-reduce, so every rank
+            decides alike): 'skip' drops that update and goes on, 'raise' stops with an error.
+        max_consecutive_nonfinite: with 'skip', fail after this many bad steps in a row.
+    """
+
+    def __init__(
+        self,
+        encoder: str = "eegfm_tiny",
+        encoder_overrides: dict[str, Any] | None = None,
+        pretrainer: dict[str, Any] | None = None,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        betas: tuple[float, float] = (0.9, 0.95),
+        warmup_steps: int = 100,
+        min_lr_ratio: float = 0.01,
+        total_steps: int | None = None,
+        seed: int = 0,
+        nonfinite: Literal["skip", "raise"] = "skip",
+        max_consecutive_nonfinite: int = 20,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.encoder = create_model(encoder, **(encoder_overrides or {}))
+        self.pretrainer = MaskedPretrainer(self.encoder, **(pretrainer or {}))
+        self.step_metrics: dict[str, Any] = {}
+        self.nonfinite_steps = 0  # total skipped updates (kept in checkpoints)
+        self._consecutive_nonfinite = 0
+
+    @property
+    def patch_len(self) -> int:
+        """Samples per patch token of the encoder."""
+        return int(self.encoder.patch_len)
+
+    def setup(self, stage: str) -> None:
+        """Check that the data matches the encoder (sampling rate, window vs patch length)."""
+        data = getattr(self.trainer, "datamodule", None)
+        if data is None or not hasattr(data, "sfreq"):
+            return
+        if abs(float(data.sfreq) - float(self.encoder.sfreq)) > 1e-6:
+            raise ValueError(
+                f"shards are at {data.sfreq} Hz but encoder {self.hparams.encoder!r} expects "
+                f"{self.encoder.sfreq} Hz: re-run `eegfm prep` at that rate or set "
+                "model.encoder_overrides.sfreq"
+            )
+        if data.window_samples % self.patch_len:
+            raise ValueError(
+                f"data.window_s gives {data.window_samples} samples, not a multiple of the "
+                f"encoder's patch_len {self.patch_len}: choose a window of whole patches"
+            )
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """One masked-reconstruction step; stores its metrics in `step_metrics`."""
+        torch.manual_seed(step_seed(self.hparams.seed, self.global_step, self.global_rank))
+        loss, parts = self.pretrainer(
+            batch["x"], batch["coords"], batch["channel_mask"], batch["ref_coords"]
+        )
+        metrics = {"loss": loss.detach()}
+        metrics.update({k: torch.as_tensor(v).detach().float() for k, v in parts.items()})
+        metrics = self._mean_over_ranks(metrics)
+        metrics["lr"] = self.optimizers().param_groups[0]["lr"]
+        self.step_metrics = metrics
+        self.log("train/loss", metrics["loss"], prog_bar=True, batch_size=batch["x"].shape[0])
+        return loss
+
+    def _mean_over_ranks(self, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Average logged values over DDP ranks with one all-reduce (no-op on one process)."""
+        if self.trainer.world_size <= 1:
+            return metrics
+        stacked = torch.stack([v.reshape(()) for v in metrics.values()])
+        stacked = self.trainer.strategy.reduce(stacked, reduce_op="mean")
+        return dict(zip(metrics, stacked.unbind(), strict=True))
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Guard against NaN/Inf gradients (before clipping); log the gradient norm."""
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        self.step_metrics["grad_norm"] = norm.detach()
+        if self.trainer.precision == "16-mixed":  # the GradScaler handles overflow itself
+            return
+        finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(norm)), all=True)
+        self.step_metrics["skipped"] = 0.0 if finite else 1.0
+        if finite:
+            self._consecutive_nonfinite = 0
+            return
+        self.nonfinite_steps += 1
+        self._consecutive_nonfinite += 1
+        where = f"step {self.global_step} (total {self.nonfinite_steps} non-finite steps)"
+        if self.hparams.nonfinite == "raise":
+            raise FloatingPointError(
+                f"non-finite gradient at {where}: lower model.lr, check the shards with "
+                "`eegfm validate`, or set model.nonfinite=skip"
+            )
+        if self._consecutive_nonfinite > self.hparams.max_consecutive_nonfinite:
+            raise FloatingPointError(
+                f"{self._consecutive_nonfinite} non-finite gradients in a row at {where}: "
+                "training diverged; lower model.lr or raise model.warmup_steps"
+            )
+        rank_zero_warn(f"non-finite gradient at {where}: update skipped")
+        optimizer.zero_grad(set_to_none=True)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """AdamW over decay / no-decay groups with a per-step warm-up + cosine schedule."""
+        hp = self.hparams
+        total = hp.total_steps
+        if total is None:
+            total = self.trainer.max_steps if self.trainer.max_steps > 0 else None
+        if total is None:
+            total = int(self.trainer.estimated_stepping_batches)
+        groups = param_groups(self.pretrainer, hp.weight_decay)
+        fused = self.device.type == "cuda"  # one kernel for all parameters on GPU
+        optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), fused=fused)
+        schedule = WarmupCosine(int(hp.warmup_steps), int(total), float(hp.min_lr_ratio))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the non-finite step count across restarts."""
+        checkpoint["eegfm_nonfinite_steps"] = self.nonfinite_steps
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the non-finite step count."""
+        self.nonfinite_steps = int(checkpoint.get("eegfm_nonfinite_steps", 0))
