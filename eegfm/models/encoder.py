@@ -1,0 +1,282 @@
+"""EEGEncoder: coordinate-embedded patch tokens through a spatially guided transformer.
+
+Any montage (1 to >1,132 channels, identified only by position), any window ``T`` that is a
+multiple of ``patch_len`` with at most ``max_patches`` patches. Read top-down:
+``prepare`` (validity, scaling, geometry) -> ``patch_embed`` -> ``encode`` -> ``forward_head``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from timm.layers import trunc_normal_
+from torch import nn
+
+from eegfm.models.attention import SpatialContext, SpatioTemporalBlock, build_spatial_context
+from eegfm.models.embedding import (
+    ElectrodeEmbedding,
+    PatchEmbedding,
+    TemporalPositionEmbedding,
+    amplitude_features,
+    robust_scale,
+)
+
+
+@dataclass
+class EncoderInputs:
+    """A batch made ready for the encoder by :meth:`EEGEncoder.prepare`.
+
+    ``valid (B, C)``: real channel with a finite coordinate. ``x_norm (B, C, T)``: robust-scaled
+    signal (zeros on invalid channels), the units of masked-pretraining targets.
+    ``center``/``scale (B, C)`` µV undo the scaling. ``electrode (B, C, D)``: position embedding.
+    """
+
+    x_norm: torch.Tensor
+    center: torch.Tensor
+    scale: torch.Tensor
+    valid: torch.Tensor
+    electrode: torch.Tensor
+    spatial: SpatialContext
+    n_patches: int
+
+
+class EEGEncoder(nn.Module):
+    """Spatially guided EEG transformer over per-channel patch tokens (see docs/models.md)."""
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int = 64,
+        depth: int = 2,
+        num_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        patch_len: int = 200,
+        sfreq: float = 200.0,
+        max_patches: int = 64,
+        head_radius_m: float = 0.095,
+        n_fourier: int = 6,
+        n_rbf: int = 16,
+        knn_k: int = 32,
+        dense_max_channels: int = 64,
+        conv_channels: int = 8,
+        conv_kernel: int = 25,
+        conv_stride: int = 10,
+        amplitude_embedding: bool = True,
+        scale_floor_uv: float = 0.1,
+        clip: float = 20.0,
+        drop_rate: float = 0.0,
+        attn_drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        checkpoint_knn: bool = True,
+        num_classes: int = 0,
+    ) -> None:
+        super().__init__()
+        self._config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        if knn_k < 1:
+            raise ValueError(f"knn_k={knn_k} must be >= 1")
+        self.embed_dim = embed_dim
+        self.patch_len = patch_len
+        self.sfreq = float(sfreq)
+        self.max_patches = max_patches
+        self.head_radius_m = head_radius_m
+        self.n_rbf = n_rbf
+        self.knn_k = knn_k
+        self.dense_max_channels = dense_max_channels
+        self.scale_floor_uv = scale_floor_uv
+        self.clip = clip
+
+        self.patch_embed = PatchEmbedding(
+            patch_len,
+            embed_dim,
+            conv_channels=conv_channels,
+            conv_kernel=conv_kernel,
+            conv_stride=conv_stride,
+        )
+        self.electrode_embed = ElectrodeEmbedding(
+            embed_dim, head_radius_m=head_radius_m, n_freqs=n_fourier
+        )
+        self.time_embed = TemporalPositionEmbedding(max_patches, embed_dim)
+        self.amplitude_embed = nn.Linear(1, embed_dim) if amplitude_embedding else None
+        self.pos_drop = nn.Dropout(drop_rate)
+        drop_paths = [drop_path_rate * i / max(depth - 1, 1) for i in range(depth)]
+        self.blocks = nn.ModuleList(
+            SpatioTemporalBlock(
+                embed_dim,
+                num_heads,
+                mlp_ratio=mlp_ratio,
+                n_rbf=n_rbf,
+                drop=drop_rate,
+                attn_drop=attn_drop_rate,
+                drop_path=dp,
+                checkpoint_knn=checkpoint_knn,
+            )
+            for dp in drop_paths
+        )
+        self.norm = nn.LayerNorm(embed_dim)
+        self.fc_norm = nn.LayerNorm(embed_dim)
+        self.head: nn.Module = nn.Identity()
+        self.apply(_init_weights)
+        for block in self.blocks:  # distance bias starts at zero: plain attention at init
+            nn.init.zeros_(block.spatial.distance_bias.weight)
+            nn.init.zeros_(block.spatial.distance_bias.bias)
+        self.reset_head(num_classes)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Keyword arguments that rebuild this model: ``EEGEncoder(**model.config)``."""
+        return dict(self._config)
+
+    @property
+    def num_classes(self) -> int:
+        """Outputs of the classification head (0: ``forward`` returns pooled features)."""
+        return self._config["num_classes"]
+
+    def reset_head(self, num_classes: int) -> None:
+        """Replace the classifier with a fresh ``Linear(embed_dim, num_classes)`` (0: none)."""
+        self._config["num_classes"] = num_classes
+        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
+        if num_classes > 0:
+            _init_weights(self.head)
+
+    def valid_channel_mask(
+        self, coords: torch.Tensor, channel_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(B, C)`` bool: a real channel (``channel_mask``) whose coordinates are all finite."""
+        valid = torch.isfinite(coords).all(dim=-1)
+        return valid if channel_mask is None else valid & channel_mask.to(torch.bool)
+
+    def prepare(
+        self,
+        x: torch.Tensor,
+        coords: torch.Tensor,
+        channel_mask: torch.Tensor | None = None,
+        ref_coords: torch.Tensor | None = None,
+    ) -> EncoderInputs:
+        """Check shapes, scale the signal, embed electrodes and build the spatial geometry."""
+        _check_inputs(x, coords, channel_mask, ref_coords, self.patch_len)
+        coords = coords.to(x.dtype)
+        ref_coords = None if ref_coords is None else ref_coords.to(x.dtype)
+        valid = self.valid_channel_mask(coords, channel_mask)
+        zeros = torch.zeros((), dtype=coords.dtype, device=coords.device)
+        coords_m = torch.where(valid[..., None], coords, zeros)
+        if ref_coords is None:
+            bipolar = torch.zeros_like(valid)
+            ref_m = coords_m
+        else:
+            bipolar = valid & torch.isfinite(ref_coords).all(dim=-1)
+            ref_m = torch.where(bipolar[..., None], ref_coords, coords_m)
+        x_norm, center, scale = robust_scale(
+            x, valid, scale_floor_uv=self.scale_floor_uv, clip=self.clip
+        )
+        electrode = self.electrode_embed(coords_m, ref_m, bipolar)
+        # a bipolar channel sits at the midpoint of its two electrodes for distances/neighbours
+        positions = (coords_m + ref_m) / 2
+        spatial = build_spatial_context(
+            positions,
+            valid,
+            head_radius_m=self.head_radius_m,
+            n_rbf=self.n_rbf,
+            knn_k=self.knn_k,
+            dense_max_channels=self.dense_max_channels,
+        )
+        return EncoderInputs(
+            x_norm,
+            center,
+            scale,
+            valid,
+            electrode,
+            spatial,
+            n_patches=x.shape[-1] // self.patch_len,
+        )
+
+    def encode(self, patch_tokens: torch.Tensor, inputs: EncoderInputs) -> torch.Tensor:
+        """Add electrode/time/amplitude embeddings to ``(B, C, P, D)`` tokens and run the blocks.
+
+        Output tokens of invalid channels are set to zero (defined, to be ignored).
+        """
+        tokens = (
+            patch_tokens + inputs.electrode[:, :, None] + self.time_embed(patch_tokens.shape[2])
+        )
+        if self.amplitude_embed is not None:
+            amplitude = amplitude_features(inputs.scale).to(tokens.dtype)
+            tokens = tokens + self.amplitude_embed(amplitude)[:, :, None]
+        tokens = self.pos_drop(tokens)
+        for block in self.blocks:
+            tokens = block(tokens, inputs.spatial)
+        tokens = self.norm(tokens)
+        return tokens * inputs.valid[:, :, None, None].to(tokens.dtype)
+
+    def forward_features(
+        self,
+        x: torch.Tensor,
+        coords: torch.Tensor,
+        channel_mask: torch.Tensor | None = None,
+        ref_coords: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``x (B, C, T)`` µV, ``coords (B, C, 3)`` m -> tokens ``(B, C, P, D)``."""
+        inputs = self.prepare(x, coords, channel_mask, ref_coords)
+        return self.encode(self.patch_embed(inputs.x_norm), inputs)
+
+    def forward_head(
+        self,
+        tokens: torch.Tensor,
+        channel_mask: torch.Tensor | None = None,
+        pre_logits: bool = False,
+    ) -> torch.Tensor:
+        """Masked mean over channels and patches -> norm -> head: ``(B, K)`` or ``(B, D)``."""
+        if channel_mask is None:
+            pooled = tokens.mean(dim=(1, 2))
+        else:
+            weight = channel_mask.to(tokens.dtype)[:, :, None, None]
+            count = (weight.sum(dim=(1, 2)) * tokens.shape[2]).clamp_min(1.0)
+            pooled = (tokens * weight).sum(dim=(1, 2)) / count
+        pooled = self.fc_norm(pooled)
+        return pooled if pre_logits else self.head(pooled)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        coords: torch.Tensor,
+        channel_mask: torch.Tensor | None = None,
+        ref_coords: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``forward_head(forward_features(...))`` pooled over the valid channels."""
+        tokens = self.forward_features(x, coords, channel_mask, ref_coords)
+        return self.forward_head(tokens, self.valid_channel_mask(coords, channel_mask))
+
+
+def _init_weights(module: nn.Module) -> None:
+    """timm-style init: truncated normal (std 0.02) linear weights, zero biases."""
+    if isinstance(module, nn.Linear):
+        trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def _check_inputs(
+    x: torch.Tensor,
+    coords: torch.Tensor,
+    channel_mask: torch.Tensor | None,
+    ref_coords: torch.Tensor | None,
+    patch_len: int,
+) -> None:
+    """Raise a ValueError naming the argument whose shape does not fit ``x (B, C, T)``."""
+    if x.ndim != 3:
+        raise ValueError(f"x must be (batch, channels, times), got shape {tuple(x.shape)}")
+    B, C, T = x.shape
+    if T == 0 or T % patch_len:
+        raise ValueError(
+            f"window length {T} samples is not a positive multiple of "
+            f"patch_len={patch_len}: crop or pad the window"
+        )
+    if tuple(coords.shape) != (B, C, 3):
+        raise ValueError(f"coords must have shape {(B, C, 3)}, got {tuple(coords.shape)}")
+    if ref_coords is not None and tuple(ref_coords.shape) != (B, C, 3):
+        raise ValueError(f"ref_coords must have shape {(B, C, 3)}, got {tuple(ref_coords.shape)}")
+    if channel_mask is not None and tuple(channel_mask.shape) != (B, C):
+        raise ValueError(f"channel_mask must have shape {(B, C)}, got {tuple(channel_mask.shape)}")

@@ -1,0 +1,149 @@
+"""EEGEncoder: any montage, padding, permutation, NaN coordinates, heads and config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eegfm.models import EEGEncoder, create_model
+
+TINY = ["eegfm_tiny"]  # the registry sizes small enough for CPU tests
+
+
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize("channels", [1, 19, 22, 64, 128, 256])
+def test_forward_backward_any_channel_count(name, channels, make_batch):
+    torch.manual_seed(0)
+    model = create_model(name)
+    x, coords = make_batch(2, channels)
+    tokens = model.forward_features(x, coords)
+    assert tokens.shape == (2, channels, 4, model.embed_dim)
+    tokens.pow(2).mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad and p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)
+    # every block's distance bias receives gradient except for a single channel (no pairs)
+    bias_grad = model.blocks[0].spatial.distance_bias.weight.grad
+    assert bias_grad is not None and (channels == 1 or bias_grad.abs().sum() > 0)
+
+
+def test_padded_mixed_montage_batch_matches_each_sample_alone(tiny_model, make_batch):
+    # 100 channels -> sparse kNN path for the batch; the 30- and 70-channel samples alone take
+    # the dense path (30) and the kNN path (70), so this also checks the per-sample rule
+    sizes = [100, 30, 70]
+    samples = [make_batch(1, n, seed=i) for i, n in enumerate(sizes)]
+    C = max(sizes)
+    x = torch.zeros(len(sizes), C, 800)
+    coords = torch.full((len(sizes), C, 3), float("nan"))  # padding may hold anything
+    channel_mask = torch.zeros(len(sizes), C, dtype=torch.bool)
+    for b, (xs, cs) in enumerate(samples):
+        n = xs.shape[1]
+        x[b, :n], coords[b, :n], channel_mask[b, :n] = xs[0], cs[0], True
+        x[b, n:] = 1e6  # garbage in padded channels must not leak
+    with torch.no_grad():
+        batched = tiny_model.forward_features(x, coords, channel_mask)
+        pooled = tiny_model(x, coords, channel_mask)
+        for b, (xs, cs) in enumerate(samples):
+            alone = tiny_model.forward_features(xs, cs)
+            n = xs.shape[1]
+            torch.testing.assert_close(batched[b, :n], alone[0], atol=1e-4, rtol=1e-4)
+            assert torch.all(batched[b, n:] == 0)
+            torch.testing.assert_close(pooled[b], tiny_model(xs, cs)[0], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("channels", [19, 128])  # dense and kNN paths
+def test_permuting_channels_permutes_outputs(tiny_model, make_batch, channels):
+    x, coords = make_batch(2, channels)
+    perm = torch.randperm(channels, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        out = tiny_model.forward_features(x, coords)
+        out_perm = tiny_model.forward_features(x[:, perm], coords[:, perm])
+    torch.testing.assert_close(out_perm, out[:, perm], atol=1e-4, rtol=1e-4)
+
+
+def test_nan_coordinate_is_masked_not_nan(tiny_model, make_batch):
+    x, coords = make_batch(2, 19)
+    coords[0, 3] = float("nan")
+    coords[1, 5, 1] = float("nan")
+    tokens = tiny_model.forward_features(x, coords)
+    assert torch.isfinite(tokens).all()
+    assert torch.all(tokens[0, 3] == 0) and torch.all(tokens[1, 5] == 0)
+    # the NaN channel is excluded exactly as if it were absent
+    keep = [i for i in range(19) if i != 3]
+    with torch.no_grad():
+        alone = tiny_model.forward_features(x[:1, keep], coords[:1, keep])
+    torch.testing.assert_close(tokens[0, keep].detach(), alone[0], atol=1e-4, rtol=1e-4)
+    tokens.sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in tiny_model.parameters()
+               if p.grad is not None)
+
+
+def test_all_channels_invalid_stays_finite(tiny_model, make_batch):
+    x, coords = make_batch(1, 8)
+    out = tiny_model(x, coords, torch.zeros(1, 8, dtype=torch.bool))
+    assert torch.isfinite(out).all()
+
+
+def test_flat_and_huge_channels_stay_finite(tiny_model, make_batch):
+    x, coords = make_batch(1, 19)
+    x[0, 0] = 0.0
+    x[0, 1] = 1e7
+    x[0, 2, ::7] = 1e9  # spiky artefact
+    assert torch.isfinite(tiny_model.forward_features(x, coords)).all()
+
+
+def test_bipolar_channels_use_both_electrodes(tiny_model, make_batch):
+    x, coords = make_batch(1, 6)
+    ref = torch.full_like(coords, float("nan"))
+    with torch.no_grad():
+        referential = tiny_model.forward_features(x, coords, ref_coords=ref)
+        torch.testing.assert_close(referential, tiny_model.forward_features(x, coords))
+        ref[0, 0] = coords[0, 1]
+        bipolar = tiny_model.forward_features(x, coords, ref_coords=ref)
+    assert not torch.allclose(bipolar[0, 0], referential[0, 0])
+    assert torch.isfinite(bipolar).all()
+
+
+def test_amplitude_scaling_is_per_channel_and_robust(tiny_model, make_batch):
+    x, coords = make_batch(1, 19)
+    inputs = tiny_model.prepare(x * 3.0 + 50.0, coords)
+    reference = tiny_model.prepare(x, coords)
+    torch.testing.assert_close(inputs.x_norm, reference.x_norm, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(inputs.scale, 3.0 * reference.scale)
+
+
+def test_heads_pooling_and_reset(tiny_model, make_batch):
+    x, coords = make_batch(3, 19)
+    tokens = tiny_model.forward_features(x, coords)
+    assert tiny_model.forward_head(tokens, pre_logits=True).shape == (3, tiny_model.embed_dim)
+    assert tiny_model(x, coords).shape == (3, tiny_model.embed_dim)  # num_classes=0
+    tiny_model.reset_head(5)
+    assert tiny_model(x, coords).shape == (3, 5)
+    assert tiny_model.config["num_classes"] == 5
+    assert tiny_model.forward_head(tokens, pre_logits=True).shape == (3, tiny_model.embed_dim)
+
+
+def test_config_rebuilds_model_and_attributes():
+    model = create_model("eegfm_tiny", num_classes=3)
+    clone = EEGEncoder(**model.config)
+    clone.load_state_dict(model.state_dict())
+    assert (model.embed_dim, model.patch_len, model.sfreq) == (64, 200, 200.0)
+    assert clone.config == model.config
+
+
+def test_windows_of_any_number_of_patches(tiny_model, make_batch):
+    x, coords = make_batch(1, 4, seconds=1)
+    assert tiny_model.forward_features(x, coords).shape[2] == 1
+    x, coords = make_batch(1, 4, seconds=60)
+    assert tiny_model.forward_features(x, coords).shape[2] == 60
+
+
+def test_bad_inputs_raise_clear_errors(tiny_model, make_batch):
+    x, coords = make_batch(1, 4)
+    with pytest.raises(ValueError, match="patch_len"):
+        tiny_model(x[..., :750], coords)
+    with pytest.raises(ValueError, match="max_patches"):
+        tiny_model(torch.zeros(1, 4, 200 * 65), coords)
+    with pytest.raises(ValueError, match="coords"):
+        tiny_model(x, coords[:, :3])
+    with pytest.raises(ValueError, match="channel_mask"):
+        tiny_model(x, coords, torch.ones(1, 5, dtype=torch.bool))
