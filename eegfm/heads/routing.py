@@ -98,17 +98,21 @@ class PrototypeRouter(nn.Module, Metered):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Unit routing embedding ``u (B, d_r)`` of step-form encoded features ``(S, B, D)``."""
-        return F.normalize(readout(self.proj(x)), dim=-1)
+        """Unit routing embedding ``u (B, d_r)`` of step-form encoded features ``(S, B, D)``.
+
+        Float32 even under autocast: top-k decisions should not hinge on bfloat16 rounding.
+        """
+        return F.normalize(readout(self.proj(x)).float(), dim=-1)
 
     def forward(self, x: torch.Tensor) -> Routing:
         """Route ``x (S, B, D)``: cosine / temperature, softmax, top-k, renormalised."""
         u = self.embed(x)
-        cosine = u @ self.prototypes.T
-        probs = torch.softmax(cosine / self.temperature, dim=-1)
-        top = probs.topk(self.top_k, dim=-1)
-        kept = torch.zeros_like(probs).scatter(-1, top.indices, top.values)
-        weights = kept / kept.sum(-1, keepdim=True)
+        with torch.autocast(device_type=u.device.type, enabled=False):
+            cosine = u @ self.prototypes.float().T
+            probs = torch.softmax(cosine / self.temperature, dim=-1)
+            top = probs.topk(self.top_k, dim=-1)
+            kept = torch.zeros_like(probs).scatter(-1, top.indices, top.values)
+            weights = kept / kept.sum(-1, keepdim=True)
         self._record_synapse("cosine", flops_per_step=float(u.numel() * self.n_experts), steps=1)
         return Routing(weights, probs, cosine, u)
 

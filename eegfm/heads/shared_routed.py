@@ -117,7 +117,8 @@ class SharedRoutedHead(Head):
             if index.numel() == 0:
                 continue
             out = readout(expert(spikes[:, index]))
-            logits = logits.index_add(0, index, routing.weights[index, e, None] * out)
+            weighted = routing.weights[index, e, None] * out
+            logits = logits.index_add(0, index, weighted.to(logits.dtype))  # autocast-safe
             per_expert.append((e, index, out))
         return logits, routing, per_expert
 
@@ -180,7 +181,7 @@ class SharedRoutedHead(Head):
         """Specialisation (routing-weighted expert CE), balance, margin, router supervision."""
         spec = routing.weights.new_zeros(len(target))
         for e, index, out in per_expert:
-            expert_ce = F.cross_entropy(out, target[index], reduction="none")
+            expert_ce = F.cross_entropy(out.float(), target[index], reduction="none")
             spec = spec.index_add(0, index, routing.weights[index, e] * expert_ce)
         spec = (weights * spec).mean()
         balance = load_balance_loss(routing.probs, routing.weights)

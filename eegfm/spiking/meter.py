@@ -26,10 +26,10 @@ def masked_sum(x: torch.Tensor, valid: torch.Tensor | None) -> tuple[float, floa
     ``x: (S, B, N, D)``; None means every position is valid.
     """
     if valid is None:
-        return float(x.sum()), float(x[0].numel())
+        return float(x.detach().sum()), float(x[0].numel())
     mask = valid.to(x.dtype).view(*valid.shape, *([1] * (x.dim() - 1 - valid.dim())))
     mask = mask.expand(x.shape[1:])
-    return float((x * mask).sum()), float(mask.sum())
+    return float((x.detach() * mask).sum()), float(mask.sum())
 
 
 class Metered:
@@ -42,13 +42,14 @@ class Metered:
                         spikes: float | None = None, inputs_per_step: float | None = None) -> None:
         """Report one synaptic operation (``spikes=None`` means a real-valued input: MACs)."""
         if self._meter is not None:
-            name = f"{self._meter_name}.{part}" if part else self._meter_name
+            name = ".".join(p for p in (self._meter_name, part) if p) or type(self).__name__
             self._meter.add_synapse(name, flops_per_step, steps, spikes, inputs_per_step)
 
     def _record_neuron(self, spikes: float, neurons_per_step: float, steps: int) -> None:
         """Report the spikes a neuron layer emitted over ``steps`` (virtual) timesteps."""
         if self._meter is not None:
-            self._meter.add_neuron(self._meter_name, spikes, neurons_per_step, steps)
+            name = self._meter_name or type(self).__name__
+            self._meter.add_neuron(name, spikes, neurons_per_step, steps)
 
 
 class OpMeter:
@@ -65,7 +66,7 @@ class OpMeter:
     def __enter__(self) -> OpMeter:
         for name, module in self.model.named_modules():
             if isinstance(module, Metered):
-                module._meter, module._meter_name = self, name or type(module).__name__
+                module._meter, module._meter_name = self, name
         return self
 
     def __exit__(self, *exc: Any) -> None:

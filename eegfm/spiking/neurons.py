@@ -29,7 +29,7 @@ class NeuronConfig:
 
     timesteps: int = 4
     tau: float = 2.0
-    threshold: float = 1.0
+    threshold: float = 0.5  # a unit-variance input then fires ~15% of steps at T=4, tau=2
     reset: str = "hard"
     v_reset: float = 0.0
     detach_reset: bool = True
