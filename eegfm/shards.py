@@ -279,7 +279,7 @@ class RecordingStream:
 
 
 class ShardWriter:
-    """Writes recordings into `PREFIX-NNNNN.h5` shards of about `max_shard_bytes` each.
+    """Writes recordings into `PREFIX-NNNNN.h5` shards closed once they reach `max_shard_bytes`.
 
     Each shard is written as `*.h5.tmp` and renamed on close; the manifest (`manifest_name`,
     None for none) is then replaced atomically with its lines added. Use as a context manager.
@@ -297,6 +297,7 @@ class ShardWriter:
         dtype: str = "float32",
         chunk_s: float = 2.0,
         created_by: str | None = None,
+        durable: bool = True,
     ):
         from eegfm import __version__
 
@@ -309,6 +310,7 @@ class ShardWriter:
         self.manifest_name, self.config_hash = manifest_name, config_hash
         self.dtype, self.chunk_s = np.dtype(dtype), chunk_s
         self.created_by = created_by or f"eegfm {__version__}"
+        self.durable = durable  # fsync shards and manifests (off for scratch files)
         pattern = re.compile(rf"^{re.escape(shard_prefix)}-(\d+)\.h5$")
         taken = [int(m.group(1)) for p in self.out_dir.iterdir() if (m := pattern.match(p.name))]
         self._next_index = max(taken, default=-1) + 1
@@ -316,6 +318,7 @@ class ShardWriter:
         self._pending: list[ManifestEntry] = []
         self._bytes = 0
         self.entries: list[ManifestEntry] = []
+        self.last_entry: ManifestEntry | None = None  # the recording written last
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -347,13 +350,14 @@ class ShardWriter:
             )
         return self._h5
 
-    def _make_room(self, n_bytes: int) -> None:
-        if self._h5 is not None and self._bytes and self._bytes + n_bytes > self.max_shard_bytes:
-            self._close_shard()
-        self._bytes += n_bytes
-
     def _add_entry(self, entry: ManifestEntry) -> None:
+        # A shard closes once it holds max_shard_bytes: the decision depends only on recordings
+        # that were written in full, so failed ones never move a shard boundary.
         self._pending.append(entry)
+        self.last_entry = entry
+        self._bytes += entry.n_channels * entry.n_samples * self.dtype.itemsize
+        if self._bytes >= self.max_shard_bytes:
+            self._close_shard()
 
     def open_recording(
         self,
@@ -365,7 +369,6 @@ class ShardWriter:
         n_samples: int,
     ) -> RecordingStream:
         """Start streaming a recording into the current shard; call `finish` when done."""
-        self._make_room(len(ch_names) * int(n_samples) * self.dtype.itemsize)
         return RecordingStream(
             self,
             recording_id,
@@ -394,7 +397,6 @@ class ShardWriter:
     def write_staged(self, staged: ManifestEntry) -> None:
         """Copy a recording from a closed staging shard (one written by another process)."""
         source = Path(staged.root) / staged.shard
-        self._make_room(staged.n_channels * staged.n_samples * self.dtype.itemsize)
         h5 = self._shard_file()
         with h5py.File(source, "r") as src:
             stored_dtype = src[staged.recording_id]["data"].dtype
@@ -414,11 +416,13 @@ class ShardWriter:
         if self._h5 is None:
             return
         self._h5.flush()
-        os.fsync(self._h5.id.get_vfd_handle())
+        if self.durable:
+            os.fsync(self._h5.id.get_vfd_handle())
         self._h5.close()
         self._h5 = None
         os.replace(self._tmp_path, self._final_path)
-        _fsync_dir(self.out_dir)
+        if self.durable:
+            _fsync_dir(self.out_dir)
         if self.manifest_name is not None:
             path = self.out_dir / self.manifest_name
             old = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
@@ -497,6 +501,7 @@ class ShardReader:
         roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
         self.roots = [Path(r) for r in roots]
         self.entries: list[ManifestEntry] = []
+        self.last_entry: ManifestEntry | None = None  # the recording written last
         self._index: dict[str, ManifestEntry] = {}
         for root in self.roots:
             for entry in read_manifest(root):

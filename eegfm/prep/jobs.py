@@ -81,15 +81,28 @@ class _Layout:
 _WORKER: dict = {}
 
 
-def _init_worker(config: PrepConfig, staging: str, done: dict, fingerprints: dict) -> None:
+def _init_worker(
+    config: PrepConfig,
+    staging: str,
+    done: dict,
+    fingerprints: dict,
+    writer: ShardWriter | None = None,
+) -> None:
     import mne
 
     mne.set_log_level("ERROR")
-    _WORKER.update(config=config, staging=Path(staging), done=done, fingerprints=fingerprints)
+    _WORKER.update(
+        config=config, staging=Path(staging), done=done, fingerprints=fingerprints, writer=writer
+    )
 
 
 def _convert_item(job: tuple[int, SourceItem]) -> list[dict]:
-    """Convert one source item into a staging shard; one outcome dict per recording."""
+    """Convert one source item; one outcome dict per recording.
+
+    In a pool worker the recordings go to a private staging shard that the parent copies in
+    order; with one worker (`_WORKER['writer']` set) they are written straight into the output
+    shard, the fingerprints then being the parent's own, up to date.
+    """
     from eegfm.prep.pipeline import write_raw
 
     position, item = job
@@ -99,7 +112,8 @@ def _convert_item(job: tuple[int, SourceItem]) -> list[dict]:
         recordings = list(load_item(item, config))
     except Exception as error:
         return [_failure(item.location, error)]
-    writer = ShardWriter(
+    direct = _WORKER["writer"]
+    writer = direct or ShardWriter(
         staging,
         sfreq=config.sfreq,
         shard_prefix=f"item-{position:07d}",
@@ -108,6 +122,7 @@ def _convert_item(job: tuple[int, SourceItem]) -> list[dict]:
         config_hash=config_hash(config),
         dtype=config.shard_dtype,
         chunk_s=config.shard_chunk_s,
+        durable=False,
     )
     for loaded in recordings:
         done = _WORKER["done"].get(loaded.recording_id)
@@ -147,6 +162,8 @@ def _convert_item(job: tuple[int, SourceItem]) -> list[dict]:
                     "recording_id": loaded.recording_id,
                     "report": report,
                     "fingerprint": fingerprint,
+                    "entry": writer.last_entry,
+                    "direct": direct is not None,
                 }
             )
         except Exception as error:
@@ -157,10 +174,11 @@ def _convert_item(job: tuple[int, SourceItem]) -> list[dict]:
                     recording_id=loaded.recording_id,
                 )
             )
-    entries = {e.recording_id: e for e in writer.close()}
-    for outcome in outcomes:
-        if outcome["status"] == "ok":
-            outcome["entry"] = entries[outcome["recording_id"]]
+    if direct is None:
+        entries = {e.recording_id: e for e in writer.close()}
+        for outcome in outcomes:
+            if outcome["status"] == "ok":
+                outcome["entry"] = entries[outcome["recording_id"]]
     return outcomes
 
 
@@ -217,10 +235,10 @@ def _prepare_out_dir(out_dir: Path, config: PrepConfig, layout: _Layout) -> list
 
 
 def _outcomes(
-    jobs: list[tuple[int, SourceItem]], workers: int, init_args: tuple
+    jobs: list[tuple[int, SourceItem]], workers: int, init_args: tuple, writer: ShardWriter
 ) -> Iterator[list[dict]]:
     if workers <= 1:
-        _init_worker(*init_args)
+        _init_worker(*init_args, writer=writer)
         yield from map(_convert_item, jobs)
         return
     with ProcessPoolExecutor(
@@ -274,17 +292,18 @@ def run_prep(
 
         bar = tqdm(total=len(items), desc="prep", unit="file", dynamic_ncols=True)
     jobs = list(enumerate(items))
+    _write_failures(failures_path, summary)  # this partition's old failures are retried
     try:
-        for outcomes in _outcomes(jobs, workers, (config, str(staging), done, fingerprints)):
+        init_args = (config, str(staging), done, fingerprints)
+        for outcomes in _outcomes(jobs, workers, init_args, writer):
+            reported = len(summary.failures) + len(summary.duplicates)
             for outcome in outcomes:
                 _record(outcome, writer, summary, fingerprints)
             for outcome in outcomes:
-                if "entry" in outcome:  # staged data is in the shard now (or was a duplicate)
+                if "entry" in outcome and not outcome["direct"]:  # staged copy no longer needed
                     (Path(outcome["entry"].root) / outcome["entry"].shard).unlink(missing_ok=True)
-            write_jsonl_atomic(
-                failures_path,
-                [json.dumps(r, ensure_ascii=False) for r in summary.failures + summary.duplicates],
-            )
+            if len(summary.failures) + len(summary.duplicates) != reported:
+                _write_failures(failures_path, summary)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(
@@ -304,6 +323,11 @@ def run_prep(
     return summary
 
 
+def _write_failures(path: Path, summary: PrepSummary) -> None:
+    records = summary.failures + summary.duplicates
+    write_jsonl_atomic(path, [json.dumps(r, ensure_ascii=False) for r in records])
+
+
 def _record(outcome: dict, writer: ShardWriter, summary: PrepSummary, fingerprints: dict) -> None:
     status = outcome["status"]
     if status == "skipped":
@@ -312,6 +336,11 @@ def _record(outcome: dict, writer: ShardWriter, summary: PrepSummary, fingerprin
         summary.failures.append({k: v for k, v in outcome.items() if k != "status"})
     elif status == "duplicate":
         summary.duplicates.append({k: v for k, v in outcome.items() if k != "status"})
+    elif outcome["direct"]:  # already in the shard (and checked against earlier fingerprints)
+        entry = outcome["entry"]
+        fingerprints[entry.fingerprint] = (entry.recording_id, entry.source)
+        summary.converted.append(entry.recording_id)
+        summary.eeg_seconds += entry.duration_s
     elif outcome["fingerprint"] in fingerprints:  # duplicate of a recording earlier in this run
         entry: ManifestEntry = outcome["entry"]
         first, source = fingerprints[outcome["fingerprint"]]

@@ -7,6 +7,7 @@ float32 copy of the output (in a scratch file when `scratch_dir` is given).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import tempfile
 from collections import Counter
@@ -364,13 +365,19 @@ def write_raw(
         ref_coords=prepared.ref_coords,
         n_samples=shape[1],
     )
-    with tempfile.TemporaryDirectory(dir=scratch_dir) as scratch:
+    # The band-passed signal waits between the two passes in RAM when it is small, else in a
+    # scratch file (a long dense recording then needs no more memory than a short one).
+    in_memory = scratch_dir is None or 4 * shape[0] * shape[1] <= config.chunk_mb * 1e6
+    scratch = (
+        contextlib.nullcontext() if in_memory else tempfile.TemporaryDirectory(dir=scratch_dir)
+    )
+    with scratch as folder:
         buffer = (
-            np.lib.format.open_memmap(
-                Path(scratch) / "buffer.npy", mode="w+", dtype=np.float32, shape=shape
+            np.zeros(shape, np.float32)
+            if in_memory
+            else np.lib.format.open_memmap(
+                Path(folder) / "buffer.npy", mode="w+", dtype=np.float32, shape=shape
             )
-            if scratch_dir is not None
-            else np.zeros(shape, np.float32)
         )
         try:
             _clean_into(prepared, config, buffer, lambda _, block: stream.write(block))

@@ -18,21 +18,24 @@ from eegfm.prep.config import PrepConfig, PrepError
 VOLTS_TO_UV = 1e6
 
 
-def reflect_indices(start: int, stop: int, n: int) -> np.ndarray:
-    """Sample indices [start, stop) mapped into [0, n) by reflection at the ends (then clipped)."""
-    idx = np.arange(start, stop)
-    idx = np.where(idx < 0, -idx, idx)
-    idx = np.where(idx >= n, 2 * (n - 1) - idx, idx)
-    return np.clip(idx, 0, n - 1)
+def reflect_pad(x: np.ndarray, before: int, after: int) -> np.ndarray:
+    """Extend (C, T) along time by mirroring it at its ends (numpy's 'reflect')."""
+    if before == after == 0:
+        return x
+    n = x.shape[1]
+    if before >= n or after >= n:  # longer than the signal: numpy mirrors repeatedly
+        return np.pad(x, ((0, 0), (before, after)), mode="reflect")
+    out = np.empty((x.shape[0], before + n + after), dtype=x.dtype)
+    out[:, before : before + n] = x
+    out[:, :before] = x[:, 1 : before + 1][:, ::-1]
+    out[:, before + n :] = x[:, n - 1 - after : n - 1][:, ::-1]
+    return out
 
 
 def read_reflected(read: Callable[[int, int], np.ndarray], start: int, stop: int, n: int):
     """Samples [start, stop) of a length-n signal given by `read(a, b)`, reflected past its ends."""
-    if start >= 0 and stop <= n:
-        return read(start, stop)
-    idx = reflect_indices(start, stop, n)
-    lo, hi = int(idx.min()), int(idx.max()) + 1
-    return read(lo, hi)[:, idx - lo]
+    lo, hi = max(0, start), min(n, stop)
+    return reflect_pad(read(lo, hi), lo - start, stop - hi)
 
 
 # --------------------------------------------------------------------------------- resampling
@@ -44,10 +47,26 @@ def resample_ratio(sfreq_in: float, sfreq_out: float) -> tuple[int, int]:
     return ratio.numerator, ratio.denominator
 
 
-def resample_kernel(up: int, down: int) -> np.ndarray:
-    """Polyphase anti-aliasing filter (the one scipy's `resample_poly` uses), gain `up`."""
+def resample_kernel(
+    up: int, down: int, sfreq_in: float | None = None, passband_hz: float | None = None
+) -> np.ndarray:
+    """Polyphase anti-aliasing filter at sfreq_in * up, gain `up`.
+
+    Without a passband: the filter scipy's `resample_poly` uses. With `passband_hz` (the
+    band-pass upper edge) below both Nyquist frequencies, only what would alias into the
+    passband must go, so the transition runs from the passband edge to its first alias and a
+    shorter Kaiser filter (60 dB) does the same job.
+    """
     if up == down == 1:
         return np.ones(1)
+    if sfreq_in and passband_hz:
+        slowest = min(sfreq_in, sfreq_in * up / down)
+        width = slowest - 2 * min(passband_hz, slowest / 2)
+        if width > 0.1 * slowest:
+            nyquist_up = sfreq_in * up / 2
+            n_taps, beta = signal.kaiserord(60.0, width / nyquist_up)
+            n_taps += 1 - n_taps % 2
+            return signal.firwin(n_taps, slowest / 2 / nyquist_up, window=("kaiser", beta)) * up
     half = 10 * max(up, down)
     return signal.firwin(2 * half + 1, 1.0 / max(up, down), window=("kaiser", 5.0)) * up
 
@@ -81,7 +100,7 @@ def resample_block(
 def resample(x: np.ndarray, sfreq: float, config: PrepConfig) -> np.ndarray:
     """Resample (C, T) to `config.sfreq` with a polyphase anti-aliasing filter."""
     up, down = resample_ratio(sfreq, config.sfreq)
-    kernel = resample_kernel(up, down)
+    kernel = resample_kernel(up, down, sfreq, config.lowpass_hz)
     n_out = resampled_length(x.shape[1], up, down)
     k0, k1 = resample_span(0, n_out, up, down, kernel)
     segment = read_reflected(lambda a, b: x[:, a:b], k0, k1, x.shape[1])
@@ -142,9 +161,15 @@ def bandpass(x: np.ndarray, sfreq: float, config: PrepConfig) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------ reference, units, flags
-def to_microvolts(x: np.ndarray, sfreq: float | None = None, config: PrepConfig | None = None):
-    """MNE's volts to µV."""
-    return x * VOLTS_TO_UV
+def to_microvolts(
+    x: np.ndarray,
+    sfreq: float | None = None,
+    config: PrepConfig | None = None,
+    *,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
+    """MNE's volts to µV (in place with `out=x`)."""
+    return np.multiply(x, VOLTS_TO_UV, out=out)
 
 
 def rereference(

@@ -62,8 +62,10 @@ class CleaningPlan:
             n_out=n_out,
             up=up,
             down=down,
-            resample_kernel=steps.resample_kernel(up, down),
-            fir_kernel=steps.filter_kernel(config.sfreq, config, line_freq=line_freq),
+            resample_kernel=steps.resample_kernel(up, down, sfreq_in, config.lowpass_hz),
+            # volts -> µV folded into the (linear) FIR: one pass over the input fewer
+            fir_kernel=steps.filter_kernel(config.sfreq, config, line_freq=line_freq)
+            * steps.VOLTS_TO_UV,
             block=block,
             pieces=_pieces(n_in, n_out, up, down, gaps),
             level_samples=max(1, round(10 * sfreq_in)),
@@ -96,32 +98,36 @@ def _pieces(n_in: int, n_out: int, up: int, down: int, gaps: Sequence[tuple[int,
 def filtered_blocks(
     read: Callable[[int, int], np.ndarray], plan: CleaningPlan
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (m0, band-passed µV block) from `read(a, b)` -> input samples [a, b) in µV."""
+    """Yield (m0, band-passed µV block) from `read(a, b)` -> input samples [a, b) in volts."""
     margin = (len(plan.fir_kernel) - 1) // 2
     for in_start, in_stop, out_start, out_stop in plan.pieces:
         n_in, n_out = in_stop - in_start, out_stop - out_start
-
-        # Per-channel level of the piece's first seconds, removed before filtering: DC-coupled
-        # amplifiers sit at up to ±300 mV, which the high-pass would leak (~1e-3) and ring on.
-        level = read(in_start, in_start + min(n_in, plan.level_samples)).mean(axis=1, keepdims=True)
-
-        def read_piece(a: int, b: int, offset: int = in_start, level=level) -> np.ndarray:
-            return read(offset + a, offset + b) - level
-
+        n_level = min(n_in, plan.level_samples)
+        level = None
         for m0 in range(0, n_out, plan.block):
             m1 = min(n_out, m0 + plan.block)
             lo, hi = max(0, m0 - margin), min(n_out, m1 + margin)
             k0, k1 = steps.resample_span(lo, hi, plan.up, plan.down, plan.resample_kernel)
-            segment = steps.read_reflected(read_piece, k0, k1, n_in)
+            a, b = max(0, k0), min(n_in, k1)
+            segment = read(in_start + a, in_start + b)
+            if level is None:
+                # Per-channel level of the piece's first seconds, removed before filtering:
+                # DC-coupled amplifiers sit at up to ±300 mV, which the high-pass would leak
+                # (~1e-3) and ring on at the ends.
+                first = segment if a == 0 and b >= n_level else read(in_start, in_start + n_level)
+                level = first[:, :n_level].mean(axis=1, keepdims=True)
+            if segment.flags.owndata and segment.flags.writeable:  # fresh array: in place
+                segment = np.subtract(segment, level, out=segment)
+            else:
+                segment = segment - level
+            segment = steps.reflect_pad(segment, a - k0, k1 - b)
             resampled = steps.resample_block(
                 segment, k0, lo, hi, plan.up, plan.down, plan.resample_kernel
             )
             if len(plan.fir_kernel) == 1:
                 yield out_start + m0, resampled * plan.fir_kernel[0]
                 continue
-            if lo != m0 - margin or hi != m1 + margin:  # reflect the resampled piece at its ends
-                index = steps.reflect_indices(m0 - margin, m1 + margin, n_out) - lo
-                resampled = resampled[:, index]
+            resampled = steps.reflect_pad(resampled, lo - (m0 - margin), m1 + margin - hi)
             yield (
                 out_start + m0,
                 signal.oaconvolve(resampled, plan.fir_kernel[None, :], mode="valid", axes=1),
@@ -171,12 +177,12 @@ def clean(
     """
     moments = RunningMoments(len(ch_names))
 
-    def read_uv(start: int, stop: int) -> np.ndarray:
-        block = steps.to_microvolts(read(start, stop))
+    def read_checked(start: int, stop: int) -> np.ndarray:
+        block = read(start, stop)
         steps.check_finite(block, ch_names, source, offset=start)
         return block
 
-    for m0, block in filtered_blocks(read_uv, plan):
+    for m0, block in filtered_blocks(read_checked, plan):
         moments.update(block)
         buffer[:, m0 : m0 + block.shape[1]] = block
     flags = steps.flag_channels(moments.std, config)

@@ -108,7 +108,7 @@ def test_formats_folder_end_to_end(tmp_path, formats_dir):
 def test_resume_skips_done_recordings_and_workers_do_not_change_output(
     tmp_path, short_eegmat, config
 ):
-    small = load_prep_config(None, shard_max_bytes=2_000_000)  # 2 recordings per shard
+    small = load_prep_config(None, shard_max_bytes=1_500_000)  # 2 recordings per shard
     first = run_prep([str(short_eegmat)], tmp_path / "one", small, progress=False)
     assert len(first.converted) == 3
     again = run_prep([str(short_eegmat)], tmp_path / "one", small, progress=False)
@@ -158,7 +158,7 @@ def test_sigkill_midway_then_rerun_equals_uninterrupted(tmp_path, eegmat_dir):
     for index in range(8):
         (source / f"Subject{index:02d}_2.edf").symlink_to(eegmat_dir / f"Subject{index:02d}_2.edf")
     config = tmp_path / "small.yaml"
-    config.write_text("shard_max_bytes: 1000000\n")  # one recording per shard
+    config.write_text("shard_max_bytes: 900000\n")  # one recording per shard
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     killed = tmp_path / "killed"
     process = subprocess.Popen(

@@ -7,7 +7,7 @@ import pytest
 from scipy import signal
 
 from eegfm.prep import steps
-from eegfm.prep.config import PrepError
+from eegfm.prep.config import PrepError, load_prep_config
 
 
 def _sines(freqs, sfreq, seconds=40.0):
@@ -22,7 +22,8 @@ def _gain(y, margin):
 @pytest.mark.parametrize(
     ("sfreq_in", "n"), [(500, 9101), (128, 3000), (5000, 20000), (256, 7777), (499.712, 5000)]
 )
-def test_resample_matches_scipy_and_is_blockwise_exact(config, sfreq_in, n):
+def test_resample_matches_scipy_and_is_blockwise_exact(sfreq_in, n):
+    config = load_prep_config(None, lowpass_hz=None)  # no passband: scipy's filter
     x = np.random.default_rng(0).normal(size=(3, n))
     y = steps.resample(x, sfreq_in, config)
     up, down = steps.resample_ratio(sfreq_in, config.sfreq)
@@ -38,6 +39,22 @@ def test_resample_matches_scipy_and_is_blockwise_exact(config, sfreq_in, n):
         segment = steps.read_reflected(lambda a, b: x[:, a:b], k0, k1, n)
         blocks.append(steps.resample_block(segment, k0, m0, m1, up, down, kernel))
     np.testing.assert_array_equal(np.concatenate(blocks, axis=1), y)
+
+
+@pytest.mark.parametrize("sfreq_in", [500.0, 1000.0, 250.0])
+def test_resample_with_a_passband_uses_a_shorter_filter_with_the_same_effect(config, sfreq_in):
+    up, down = steps.resample_ratio(sfreq_in, config.sfreq)
+    assert len(steps.resample_kernel(up, down, sfreq_in, 75.0)) < len(
+        steps.resample_kernel(up, down)
+    )
+    x = _sines([10.0, 70.0, 130.0], sfreq_in)  # 130 Hz would alias to 70 Hz
+    y = steps.resample(x, sfreq_in, config)
+    z = steps.resample(x, sfreq_in, load_prep_config(None, lowpass_hz=None))
+    gain = _gain(y, 200)
+    assert np.allclose(gain[:2], 1, atol=0.005)
+    if sfreq_in > 260:  # at 250 Hz nothing in the input can alias below 75 Hz
+        assert gain[2] < 0.002
+    np.testing.assert_allclose(y[:2, 200:-200], z[:2, 200:-200], atol=0.005)
 
 
 def test_bandpass_keeps_the_band_and_removes_the_rest(config):

@@ -1,0 +1,258 @@
+"""Prep throughput: eegfm prep vs braindecode preprocess + windowing + save, one process each.
+
+Both pipelines convert the same eegmat EDF files with the same steps (keep the 19 scalp channels,
+notch 50 Hz, band-pass 0.5-75 Hz, resample to 200 Hz, average reference, volts -> µV); braindecode
+then cuts 4-s windows and saves the dataset, eegfm writes HDF5 shards (windows are read from them
+on the fly). The figure is seconds of EEG converted per wall-clock second per worker.
+
+Each pipeline runs --repeat times, interleaved, on a fresh output; the best wall time counts
+(the machine may be shared), and CPU seconds are reported beside it.
+
+    python benchmarks/bench_prep.py                    # all eegmat files
+    python benchmarks/bench_prep.py --files 6          # a quick run
+    python benchmarks/bench_prep.py --memory-hours 1   # + peak RSS converting a 1-h 64-ch EDF
+"""
+
+from __future__ import annotations
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")  # one worker = one core, for both pipelines
+
+import argparse  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import mne  # noqa: E402
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "eeg" / "eegmat"
+SCALP = [
+    "Fp1",
+    "Fp2",
+    "F3",
+    "F4",
+    "F7",
+    "F8",
+    "T3",
+    "T4",
+    "C3",
+    "C4",
+    "T5",
+    "T6",
+    "P3",
+    "P4",
+    "O1",
+    "O2",
+    "Fz",
+    "Cz",
+    "Pz",
+]
+
+
+def run_eegfm(files: list[Path], work: Path) -> tuple[float, float, float, None]:
+    """Wall seconds, CPU seconds and EEG seconds of `eegfm prep` (one worker) over the files."""
+    from eegfm.prep import load_prep_config, run_prep
+
+    source = work / "eegmat"
+    source.mkdir()
+    for path in files:
+        (source / path.name).symlink_to(path)
+    started, cpu = time.perf_counter(), time.process_time()
+    summary = run_prep(
+        [str(source)], work / "shards", load_prep_config(None), workers=1, progress=False
+    )
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    assert not summary.failures, summary.failures
+    return wall, cpu, summary.eeg_seconds, None
+
+
+def run_braindecode(files: list[Path], work: Path) -> tuple[float, float, float, object]:
+    """Wall, CPU and EEG seconds of braindecode preprocess + windows + save, and its dataset."""
+    from braindecode.datasets import BaseConcatDataset, RawDataset
+    from braindecode.preprocessing import Preprocessor, create_fixed_length_windows, preprocess
+
+    started, cpu = time.perf_counter(), time.process_time()
+    datasets = []
+    for path in files:
+        raw = mne.io.read_raw_edf(path, preload=True, verbose="error")
+        datasets.append(RawDataset(raw, description={"file": path.name}))
+    concat = BaseConcatDataset(datasets)
+    preprocess(
+        concat,
+        [
+            Preprocessor("pick", picks=[f"EEG {name}" for name in SCALP]),
+            Preprocessor("notch_filter", freqs=[50.0], verbose="error"),
+            Preprocessor("filter", l_freq=0.5, h_freq=75.0, verbose="error"),
+            Preprocessor("resample", sfreq=200.0, verbose="error"),
+            Preprocessor("set_eeg_reference", ref_channels="average", verbose="error"),
+            Preprocessor(lambda data: data * 1e6),
+        ],
+        n_jobs=1,
+    )
+    windows = create_fixed_length_windows(
+        concat, window_size_samples=800, window_stride_samples=800, drop_last_window=False
+    )
+    windows.save(str(work / "braindecode"), overwrite=True)
+    wall, cpu = time.perf_counter() - started, time.process_time() - cpu
+    eeg_seconds = sum(_duration(path) for path in files)
+    return wall, cpu, eeg_seconds, concat
+
+
+def _duration(path: Path) -> float:
+    raw = mne.io.read_raw_edf(path, verbose="error")
+    return raw.n_times / raw.info["sfreq"]
+
+
+def agreement(work: Path, concat) -> float:
+    """Median per-channel correlation of the two outputs for the first file (edges excluded)."""
+    from eegfm.shards import ShardReader
+
+    reader = ShardReader(work / "shards")
+    ours = reader.read_recording(reader.entries[0].recording_id).data
+    theirs = concat.datasets[0].raw.get_data()
+    n = min(ours.shape[1], theirs.shape[1])
+    cut = slice(2000, n - 2000)
+    return float(
+        np.median([np.corrcoef(a[cut], b[cut])[0, 1] for a, b in zip(ours, theirs, strict=True)])
+    )
+
+
+def write_long_edf(path: Path, hours: float, n_channels: int = 64, sfreq: int = 1000) -> None:
+    """A synthetic EEG-like EDF (alpha + line noise + 1/f-ish noise), written record by record."""
+    names = mne.channels.make_standard_montage("biosemi64").ch_names[:n_channels]
+    n_records = int(hours * 3600)
+    header = (
+        f"{'0':<8}{'X X X X':<80}{'Startdate 01-JAN-2020 X X X':<80}01.01.2000.00.00"
+        f"{256 * (n_channels + 1):<8}{'':<44}{n_records:<8}{'1':<8}{n_channels:<4}"
+    )
+    fields = [
+        (16, lambda n: n),
+        (80, lambda n: ""),
+        (8, lambda n: "uV"),
+        (8, lambda n: "-3276.8"),
+        (8, lambda n: "3276.7"),
+        (8, lambda n: "-32768"),
+        (8, lambda n: "32767"),
+        (80, lambda n: ""),
+        (8, lambda n: str(sfreq)),
+        (32, lambda n: ""),
+    ]
+    for width, value in fields:
+        header += "".join(f"{value(name):<{width}}" for name in names)
+    rng = np.random.default_rng(0)
+    t = np.arange(sfreq) / sfreq
+    with open(path, "wb") as handle:
+        handle.write(header.encode("ascii"))
+        drift = np.zeros(n_channels)
+        for record in range(n_records):
+            drift = 0.999 * drift + rng.normal(scale=2.0, size=n_channels)
+            signal_uv = (
+                (
+                    20 * np.sin(2 * np.pi * 10 * (t + record))
+                    + 5 * np.sin(2 * np.pi * 50 * (t + record))
+                )[None, :]
+                + drift[:, None]
+                + rng.normal(scale=8.0, size=(n_channels, sfreq))
+            )
+            handle.write(np.clip(signal_uv * 10, -32768, 32767).astype("<i2").tobytes())
+
+
+def measure_memory(hours: float, work: Path) -> str:
+    """Peak RSS of `eegfm prep` converting a long 64-channel 1 kHz EDF, in a child process."""
+    path = work / "long.edf"
+    write_long_edf(path, hours)
+    command = [
+        sys.executable,
+        "-m",
+        "eegfm",
+        "prep",
+        str(path),
+        "--out",
+        str(work / "long"),
+        "--no-progress",
+    ]
+    started = time.perf_counter()
+    subprocess.run(
+        command, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)}
+    )
+    wall = time.perf_counter() - started
+    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    size_mb = path.stat().st_size / 1e6
+    return (
+        f"| {hours:g} h, 64 ch, 1 kHz EDF | {size_mb:.0f} MB | {peak_mb:.0f} MB | "
+        f"{hours * 3600 / wall:.0f} |"
+    )
+
+
+def main() -> None:
+    """Run both pipelines side by side and print a Markdown table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of eegmat EDFs")
+    parser.add_argument("--files", type=int, default=0, help="first N files (0: all)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each pipeline")
+    parser.add_argument(
+        "--memory-hours",
+        type=float,
+        default=0.0,
+        help="also convert a synthetic recording this long, report peak RSS",
+    )
+    args = parser.parse_args()
+    mne.set_log_level("ERROR")
+    files = sorted(args.data.glob("*.edf"))[: args.files or None]
+    best: dict[str, tuple] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        runs = {"eegfm": run_eegfm, "braindecode": run_braindecode}
+        for name, run in runs.items():  # warm-up: imports and caches, not timed
+            (work / f"warm_{name}").mkdir()
+            run(files[:1], work / f"warm_{name}")
+        for repeat in range(args.repeat):
+            for name, run in runs.items():
+                folder = work / f"{name}_{repeat}"
+                folder.mkdir()
+                result = run(files, folder)
+                if name not in best or result[0] < best[name][0]:
+                    best[name] = (*result, folder)
+        correlation = agreement(best["eegfm"][4], best["braindecode"][3])
+        memory = measure_memory(args.memory_hours, work) if args.memory_hours else ""
+    (ours_wall, ours_cpu, eeg, _, _), (their_wall, their_cpu, *_) = (
+        best["eegfm"],
+        best["braindecode"],
+    )
+    print(f"command: python benchmarks/bench_prep.py {' '.join(sys.argv[1:])}".rstrip())
+    print(
+        f"{len(files)} eegmat files, {eeg / 3600:.2f} h of EEG, one worker each, best of "
+        f"{args.repeat} interleaved runs, {os.cpu_count()} CPUs on this machine\n"
+    )
+    print("| pipeline | wall s | CPU s | s of EEG per wall-s per worker | speed-up |")
+    print("|---|---|---|---|---|")
+    print(
+        f"| braindecode {_version('braindecode')} preprocess + windows + save | "
+        f"{their_wall:.2f} | {their_cpu:.2f} | {eeg / their_wall:.0f} | 1.0x |"
+    )
+    print(
+        f"| eegfm prep (HDF5 shards) | {ours_wall:.2f} | {ours_cpu:.2f} | "
+        f"{eeg / ours_wall:.0f} | {their_wall / ours_wall:.1f}x |"
+    )
+    print(f"\nmedian per-channel correlation of the two outputs (first file): {correlation:.4f}")
+    if memory:
+        print("\n| recording | file size | peak RSS of eegfm prep | s of EEG per wall-s |")
+        print("|---|---|---|---|")
+        print(memory)
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+if __name__ == "__main__":
+    main()
