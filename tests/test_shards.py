@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import pickle
@@ -200,3 +201,35 @@ def test_validate_reports_schema_problems(tmp_path):
     assert any("toy__a" in p and "expected (4, 999)" in p for p in problems)
     assert any("shard-00007.h5" in p and "not listed" in p for p in problems)
     assert validate_shards(tmp_path / "missing")
+
+
+def test_memory_mapped_windows_equal_hdf5_reads(tmp_path, monkeypatch):
+    import eegfm.shards.reader as reader_module
+
+    recording = _recording("toy__long", n_channels=7, n_samples=5003, seed=4)
+    _write_dir(tmp_path / "f32", [recording])
+    with ShardWriter(tmp_path / "staged", sfreq=200.0, manifest_name=None) as staged:
+        staged.write(recording)
+    _write_dir(tmp_path / "copied", [])
+    with ShardWriter(tmp_path / "copied", sfreq=200.0) as writer:
+        writer.write_staged(staged.entries[0])  # copied by HDF5 from another file
+    half = dataclasses.replace(recording, recording_id="toy__half")
+    (tmp_path / "f16").mkdir()
+    (tmp_path / "f16" / PREP_CONFIG).write_text("x: 1\n")
+    with ShardWriter(tmp_path / "f16", sfreq=200.0, dtype="float16") as writer:
+        writer.write(half)
+    rng = np.random.default_rng(0)
+    starts = [*rng.integers(0, 5003 - 801, 50).tolist(), 0, 5003 - 801, 399, 400]
+    for folder, name in (("f32", "toy__long"), ("copied", "toy__long"), ("f16", "toy__half")):
+        fast = ShardReader(tmp_path / folder)
+        assert fast._open(name).chunk_offsets is not None  # the fast path is in use
+        monkeypatch.setattr(reader_module, "chunk_offsets", lambda data: None)
+        slow = ShardReader(tmp_path / folder)
+        for start in starts:
+            a, b = fast.read_window(name, start, 801), slow.read_window(name, start, 801)
+            assert a.data.dtype == b.data.dtype == np.float32
+            np.testing.assert_array_equal(a.data, b.data)
+        monkeypatch.undo()
+    np.testing.assert_array_equal(
+        ShardReader(tmp_path / "f32").read_recording("toy__long").data, recording.data
+    )

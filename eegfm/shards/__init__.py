@@ -1,0 +1,59 @@
+"""The HDF5 shard contract: writer, manifest, lazy window reader and validation.
+
+A shard directory holds `manifest.jsonl` (plus `manifest-NNNNN.jsonl` parts written by SLURM array
+tasks), `failures.jsonl`, `prep_config.yaml` and `shard-*.h5` files. Each shard is written under a
+temporary name and renamed when closed; its manifest lines are added (atomically) only after the
+rename, so a crash never leaves a listed shard that is incomplete.
+
+Each recording is one HDF5 group: `data` float32 (C, T) µV chunked (C, ~2 s), `coords` and
+`ref_coords` float32 (C, 3) metres, `ch_names`, an `events` table and provenance attrs. The stored
+`sha256` is taken over the data in sample-major order (T, C) as little-endian bytes of the stored
+dtype, so it can be computed while a recording is streamed in time chunks.
+"""
+
+from eegfm.shards.format import (
+    EVENT_DTYPE,
+    FAILURES,
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    PREP_CONFIG,
+    ManifestEntry,
+    Recording,
+    Window,
+    empty_events,
+    events_frame,
+    manifest_files,
+    read_attrs,
+    read_manifest,
+    write_attrs,
+    write_jsonl_atomic,
+)
+from eegfm.shards.reader import ShardReader
+from eegfm.shards.validate import REQUIRED_ATTRS, data_sha256, validate_shards
+from eegfm.shards.writer import RecordingStream, ShardWriter
+
+__all__ = [
+    "EVENT_DTYPE",
+    "FAILURES",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "PREP_CONFIG",
+    "REQUIRED_ATTRS",
+    "ManifestEntry",
+    "Recording",
+    "RecordingStream",
+    "ShardReader",
+    "ShardWriter",
+    "Window",
+    "data_sha256",
+    "empty_events",
+    "events_frame",
+    "manifest_files",
+    "read_attrs",
+    "read_manifest",
+    "validate_shards",
+    "write_attrs",
+    "write_jsonl_atomic",
+]
