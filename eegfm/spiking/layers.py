@@ -160,8 +160,13 @@ class StepBatchNorm(nn.BatchNorm1d):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(S, ..., F) -> (S, ..., F)``."""
-        return super().forward(x.reshape(-1, x.shape[-1])).view_as(x)
+        """``(S, ..., F) -> (S, ..., F)``; a single row (an expert routed one sample) is
+        normalised with the running statistics, since a batch of one has no variance."""
+        rows = x.reshape(-1, x.shape[-1])
+        if self.training and rows.shape[0] == 1:
+            return F.batch_norm(rows, self.running_mean, self.running_var, self.weight,
+                                self.bias, False, 0.0, self.eps).view_as(x)
+        return super().forward(rows).view_as(x)
 
 
 class StepMLP(nn.Module):

@@ -137,3 +137,15 @@ def test_ann_twin_shares_weights_and_drops_spikes():
         if name in head.state_dict():
             torch.testing.assert_close(tensor, head.state_dict()[name], equal_nan=True)
     assert twin.router.subject_ids.tolist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("spiking", SPIKING)
+@pytest.mark.parametrize("name", HEAD_NAMES)
+def test_a_batch_of_one_sample_trains(name, spiking):
+    """Sparse routing can hand an expert a single sample; BatchNorm must cope."""
+    tokens, mask, target, subject = batch()
+    head = build(name, spiking, tokens, mask, subject)
+    out = head.training_loss(tokens[:1], mask[:1], target[:1], subject=subject[:1],
+                             pair_tokens=tokens[:1], pair_channel_mask=mask[:1])
+    out.loss.backward()
+    assert torch.isfinite(out.loss)
