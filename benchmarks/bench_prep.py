@@ -11,6 +11,7 @@ Each pipeline runs --repeat times, interleaved, on a fresh output; the best wall
     python benchmarks/bench_prep.py                    # all eegmat files
     python benchmarks/bench_prep.py --files 6          # a quick run
     python benchmarks/bench_prep.py --memory-hours 1   # + peak RSS converting a 1-h 64-ch EDF
+    python benchmarks/bench_prep.py --reader           # + ShardReader windows per second
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one worker = one core, for both pipelines
 
 import argparse  # noqa: E402
-import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -164,31 +164,75 @@ def write_long_edf(path: Path, hours: float, n_channels: int = 64, sfreq: int = 
             handle.write(np.clip(signal_uv * 10, -32768, 32767).astype("<i2").tobytes())
 
 
+# VmHWM (peak resident set of this process image; ru_maxrss would carry over the parent's peak
+# through fork + exec), printed in MB
+PEAK_RSS = (
+    "print(next(int(line.split()[1]) for line in open('/proc/self/status') "
+    "if line.startswith('VmHWM')) / 1024)"
+)
+
+
 def measure_memory(hours: float, work: Path) -> str:
-    """Peak RSS of `eegfm prep` converting a long 64-channel 1 kHz EDF, in a child process."""
+    """Peak RSS of `eegfm prep` converting a long 64-channel 1 kHz EDF, in a fresh process."""
     path = work / "long.edf"
     write_long_edf(path, hours)
-    command = [
-        sys.executable,
-        "-m",
-        "eegfm",
-        "prep",
-        str(path),
-        "--out",
-        str(work / "long"),
-        "--no-progress",
-    ]
+    argv = ["prep", str(path), "--out", str(work / "long"), "--no-progress"]
+    code = (
+        f"import sys; from eegfm.cli import main; code = main({argv!r}); {PEAK_RSS}; sys.exit(code)"
+    )
+    baseline = f"import eegfm.prep.jobs, eegfm.prep.pipeline, eegfm.montage, mne, h5py; {PEAK_RSS}"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     started = time.perf_counter()
-    subprocess.run(
-        command, check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True, env=env
     )
     wall = time.perf_counter() - started
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_mb = float(run.stdout.split()[-1])
+    idle = subprocess.run(
+        [sys.executable, "-c", baseline], check=True, capture_output=True, text=True, env=env
+    )
     size_mb = path.stat().st_size / 1e6
     return (
-        f"| {hours:g} h, 64 ch, 1 kHz EDF | {size_mb:.0f} MB | {peak_mb:.0f} MB | "
-        f"{hours * 3600 / wall:.0f} |"
+        f"| {hours:g} h, 64 ch, 1 kHz EDF | {size_mb:.0f} MB | {peak_mb:.0f} MB "
+        f"({float(idle.stdout):.0f} MB after imports) | {hours * 3600 / wall:.0f} |"
     )
+
+
+def measure_reader(work: Path, seconds: float = 4.0, n_windows: int = 20_000) -> list[str]:
+    """Random windows per second from ShardReader (the pretraining loader's inner loop)."""
+    from eegfm.shards import PREP_CONFIG, Recording, ShardReader, ShardWriter
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for n_channels in (22, 64):
+        root = work / f"reader_{n_channels}"
+        with ShardWriter(root, sfreq=200.0) as writer:
+            for index in range(20):  # 20 ten-minute recordings
+                data = rng.normal(size=(n_channels, 120_000)).astype(np.float32)
+                coords = rng.normal(size=(n_channels, 3)).astype(np.float32) * 0.05
+                writer.write(
+                    Recording(
+                        f"r{index}",
+                        data,
+                        coords,
+                        np.full((n_channels, 3), np.nan, np.float32),
+                        [f"E{c}" for c in range(n_channels)],
+                    )
+                )
+        (root / PREP_CONFIG).write_text("benchmark: true\n")
+        reader = ShardReader(root)
+        length = int(seconds * 200)
+        ids = [e.recording_id for e in reader.entries]
+        picks = rng.integers(0, len(ids), n_windows)
+        starts = rng.integers(0, 120_000 - length, n_windows)
+        for name in ids:  # open handles once, as a long-running worker has
+            reader.read_window(name, 0, length)
+        started = time.perf_counter()
+        for pick, start in zip(picks, starts, strict=True):
+            reader.read_window(ids[pick], int(start), length)
+        rate = n_windows / (time.perf_counter() - started)
+        rows.append(f"| {n_channels} | {seconds:g} s | {rate:,.0f} | {1e6 / rate:.0f} |")
+    return rows
 
 
 def main() -> None:
@@ -196,6 +240,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder of eegmat EDFs")
     parser.add_argument("--files", type=int, default=0, help="first N files (0: all)")
+    parser.add_argument(
+        "--reader",
+        action="store_true",
+        help="also measure random 4-s windows per second from ShardReader",
+    )
     parser.add_argument("--repeat", type=int, default=3, help="runs of each pipeline")
     parser.add_argument(
         "--memory-hours",
@@ -222,6 +271,7 @@ def main() -> None:
                     best[name] = (*result, folder)
         correlation = agreement(best["eegfm"][4], best["braindecode"][3])
         memory = measure_memory(args.memory_hours, work) if args.memory_hours else ""
+        reader_rows = measure_reader(work) if args.reader else []
     (ours_wall, ours_cpu, eeg, _, _), (their_wall, their_cpu, *_) = (
         best["eegfm"],
         best["braindecode"],
@@ -246,6 +296,10 @@ def main() -> None:
         print("\n| recording | file size | peak RSS of eegfm prep | s of EEG per wall-s |")
         print("|---|---|---|---|")
         print(memory)
+    if reader_rows:
+        print("\n| channels | window | windows/s (one process, random access) | µs per window |")
+        print("|---|---|---|---|")
+        print("\n".join(reader_rows))
 
 
 def _version(package: str) -> str:

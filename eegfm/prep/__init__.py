@@ -8,7 +8,8 @@ run block by block, and written through `eegfm.shards`. See docs/prep.md.
 from eegfm.prep.config import PrepConfig, PrepError, config_hash, load_prep_config
 from eegfm.prep.jobs import PrepSummary, run_prep
 from eegfm.prep.pipeline import process_raw, write_raw
-from eegfm.prep.sources import expand_sources, read_recording_file
+from eegfm.prep.readers import load_item, read_recording_file
+from eegfm.prep.sources import expand_sources
 
 __all__ = [
     "PrepConfig",
@@ -16,6 +17,7 @@ __all__ = [
     "PrepSummary",
     "config_hash",
     "expand_sources",
+    "load_item",
     "load_prep_config",
     "process_raw",
     "read_recording_file",

@@ -28,7 +28,8 @@ from eegfm.prep.config import (
     load_prep_config,
     write_prep_config,
 )
-from eegfm.prep.sources import SourceItem, expand_sources, load_item, raw_fingerprint
+from eegfm.prep.readers import load_item, raw_fingerprint
+from eegfm.prep.sources import SourceItem, expand_sources
 from eegfm.shards import (
     PREP_CONFIG,
     ManifestEntry,

@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 from eegfm.prep.config import PrepError, load_prep_config
-from eegfm.prep.pipeline import annotation_events, pick_eeg, process_raw, stim_events, write_raw
-from eegfm.prep.sources import read_recording_file
+from eegfm.prep.events import annotation_events, stim_events
+from eegfm.prep.pipeline import pick_eeg, process_raw, write_raw
+from eegfm.prep.readers import read_recording_file
 from eegfm.shards import ShardReader, ShardWriter
 
 ATTRS = {

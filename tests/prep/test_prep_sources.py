@@ -11,14 +11,8 @@ import pytest
 
 from eegfm.prep.config import PrepError, load_prep_config
 from eegfm.prep.pipeline import process_raw
-from eegfm.prep.sources import (
-    entities_from_name,
-    expand_sources,
-    load_item,
-    raw_fingerprint,
-    read_recording_file,
-    source_files,
-)
+from eegfm.prep.readers import load_item, raw_fingerprint, read_recording_file, source_files
+from eegfm.prep.sources import entities_from_name, expand_sources
 
 FORMATS = [
     "BDF/test_bdf_stim_channel.bdf",
