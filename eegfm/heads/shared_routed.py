@@ -197,7 +197,8 @@ class SharedRoutedHead(Head):
         return (self.spec_weight * spec + self.balance_weight * balance
                 + self.margin_weight * margin + self.route_weight * route)
 
-    def _joint_embedding(self, z1: torch.Tensor, z2: torch.Tensor):
+    def _joint_embedding(self, z1: torch.Tensor,
+                         z2: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         if self.je_loss == "vicreg":
             return vicreg_loss(z1, z2)
         return info_nce_loss(z1, z2, temperature=self.je_temperature)
