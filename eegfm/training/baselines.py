@@ -1,0 +1,91 @@
+"""braindecode baselines trained from scratch in the fine-tuning harness: EEGNet, ShallowFBCSPNet.
+
+They see the same windows, splits, sampler and early stopping as the encoder models. A
+fixed-montage network needs the same channels in every window: the channels common to all
+recordings of the task, in a fixed order. The signal is divided by ``input_scale_uv`` (a
+constant, so amplitude differences between windows and subjects are kept).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from eegfm.heads import HeadLoss
+from eegfm.training.finetune_module import Batch, decay_groups
+
+BASELINES: dict[str, str] = {"eegnet": "EEGNet", "shallow": "ShallowFBCSPNet"}
+
+
+def braindecode_class(name: str) -> type[nn.Module]:
+    """The braindecode model class of a baseline (EEGNet was EEGNetv4 before braindecode 1.0)."""
+    import braindecode.models as models
+
+    if name == "eegnet":
+        cls = getattr(models, "EEGNet", None) or getattr(models, "EEGNetv4", None)
+    elif name == "shallow":
+        cls = getattr(models, "ShallowFBCSPNet", None)
+    else:
+        raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}")
+    if cls is None:
+        raise ImportError(f"braindecode has no model for baseline {name!r}; braindecode>=1.0 "
+                          "provides EEGNet and ShallowFBCSPNet")
+    return cls
+
+
+def default_options(name: str, sfreq: float) -> dict[str, Any]:
+    """Rate-dependent defaults: EEGNet's temporal kernel spans half a second (as in its paper)."""
+    if name == "eegnet":
+        return {"kernel_length": round(sfreq / 2)}
+    return {}
+
+
+class BraindecodeClassifier(nn.Module):
+    """A braindecode network on ``(B, C, T)`` windows of fixed channels, in the harness API."""
+
+    def __init__(self, name: str, n_chans: int, n_classes: int, n_times: int, sfreq: float,
+                 *, input_scale_uv: float = 50.0, **options: Any):
+        super().__init__()
+        if input_scale_uv <= 0:
+            raise ValueError(f"baselines.input_scale_uv must be positive, got {input_scale_uv}")
+        cls = braindecode_class(name)
+        kwargs = {**default_options(name, sfreq), **options}
+        try:
+            self.net = cls(n_chans=n_chans, n_outputs=n_classes, n_times=n_times, sfreq=sfreq,
+                           **kwargs)
+        except TypeError as error:
+            raise ValueError(f"baselines.{name}: {cls.__name__} rejects the options "
+                             f"{kwargs}: {error}") from error
+        self.name, self.input_scale_uv = cls.__name__, float(input_scale_uv)
+        self.config = {"model": cls.__name__, "n_chans": n_chans, "n_outputs": n_classes,
+                       "n_times": n_times, "sfreq": sfreq, "input_scale_uv": input_scale_uv,
+                       **kwargs}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x (B, C, T)`` µV -> logits ``(B, K)``."""
+        return self.net(x / self.input_scale_uv)
+
+    def logits(self, batch: Batch) -> torch.Tensor:
+        """Logits of a batch (its ``x`` holds the common channels)."""
+        return self(batch.x)
+
+    def training_loss(self, batch: Batch) -> HeadLoss:
+        """Cross-entropy, as the plain heads."""
+        logits = self(batch.x)
+        loss = F.cross_entropy(logits, batch.y)
+        return HeadLoss(loss, logits, {"ce": float(loss.detach())})
+
+    def selection_state(self) -> dict[str, torch.Tensor]:
+        """Copy of all weights (everything trains)."""
+        return {k: v.detach().clone() for k, v in self.state_dict().items()}
+
+    def load_selection_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore weights saved by :meth:`selection_state`."""
+        self.load_state_dict(state)
+
+    def param_groups(self, lr: float, weight_decay: float, *_: Any) -> list[dict[str, Any]]:
+        """One AdamW group set: no weight decay on biases and norms."""
+        return decay_groups(self.named_parameters(), lr, weight_decay)

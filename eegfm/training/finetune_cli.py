@@ -1,0 +1,95 @@
+"""``eegfm finetune``: fine-tune and evaluate on a labelled task, write the report.
+
+    eegfm finetune --config configs/finetune/eegmat.yaml --data SHARDS_DIR|moabb:NAME \\
+                   --checkpoint CKPT --head linear --protocol kfold --out runs/eegmat
+
+Command-line options override the config file; options left out keep the file's values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+HELP_MODELS = "comma-separated subset of pretrained,random_init,eegnet,shallow"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``eegfm finetune`` argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="eegfm finetune",
+        description="Fine-tune a pretrained encoder (and baselines) on a labelled EEG task with "
+                    "a cross-subject protocol; writes results.json, results.md and plots.")
+    parser.add_argument("--config", help="fine-tuning YAML (configs/finetune/*.yaml)")
+    parser.add_argument("--data", nargs="+", help="shard director(y/ies) or moabb:NAME[:subjects]")
+    parser.add_argument("--checkpoint", help="pretrained encoder checkpoint; omitted: only the "
+                                             "random-init encoder and the baselines run")
+    parser.add_argument("--head", choices=["linear", "mlp", "shared_routed"])
+    parser.add_argument("--spiking", choices=["none", "lif", "int"])
+    parser.add_argument("--protocol", choices=["loso", "kfold", "within"])
+    parser.add_argument("--freeze", action=argparse.BooleanOptionalAction, default=None,
+                        help="freeze the encoder (default per head: linear and shared_routed "
+                             "frozen, mlp fine-tuned)")
+    parser.add_argument("--models", help=HELP_MODELS)
+    parser.add_argument("--out", help="output directory of the report")
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--n-folds", type=int, help="folds of the kfold protocol")
+    parser.add_argument("--max-folds", type=int, help="run only the first N folds (quick check)")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads")
+    parser.add_argument("--tensorboard", action="store_true", default=None,
+                        help="also write TensorBoard logs")
+    parser.add_argument("--no-save-model", dest="save_model", action="store_false", default=None,
+                        help="skip the final refit on all subjects and model_<name>.pt")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", default=None)
+    return parser
+
+
+def overrides_from(args: argparse.Namespace) -> dict:
+    """Config overrides (dotted keys) from parsed options; unset options are left out."""
+    data = args.data
+    if data is not None and len(data) == 1:
+        data = data[0]
+    models = None if args.models is None else [m.strip() for m in args.models.split(",")
+                                               if m.strip()]
+    values = {
+        "data": data, "checkpoint": args.checkpoint, "head": args.head, "spiking": args.spiking,
+        "protocol": args.protocol, "freeze": args.freeze, "models": models, "out": args.out,
+        "train.epochs": args.epochs, "train.lr": args.lr, "train.batch_size": args.batch_size,
+        "seed": args.seed, "n_folds": args.n_folds, "max_folds": args.max_folds,
+        "train.threads": args.threads, "tensorboard": args.tensorboard,
+        "save_model": args.save_model, "progress": args.progress,
+    }
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``eegfm finetune``; 0 on success, 2 on a configuration or data error."""
+    args = build_parser().parse_args(argv)
+    from eegfm.data.task_config import ConfigError
+    from eegfm.data.task_windows import TaskDataError
+    from eegfm.evaluation import SplitHygieneError
+    from eegfm.training.finetune_runner import resolve_config, run_finetune, summary_table
+
+    try:
+        config = resolve_config(args.config, **overrides_from(args))
+        if config.checkpoint is None and "pretrained" in config.models:
+            print("eegfm finetune: no --checkpoint given: running the random-init encoder and "
+                  "the baselines only", file=sys.stderr)
+        started = time.perf_counter()
+        results = run_finetune(config)
+    except (ConfigError, TaskDataError, SplitHygieneError, FileNotFoundError, ValueError) as error:
+        print(f"eegfm finetune: {error}", file=sys.stderr)
+        return 2
+    print(f"\n{results['task']} — protocol {results['protocol']}, seed {results['seed']}, "
+          f"{time.perf_counter() - started:.0f} s")
+    print(summary_table(results))
+    print(f"\nreport: {config.out}/results.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""The fine-tuning configuration: typed dataclasses that ``configs/finetune/*.yaml`` fill.
+
+``load_finetune_config(path, **overrides)`` reads the YAML with ``yaml.safe_load`` and checks
+every key and type against these classes (an unknown key or a wrong type is an error naming it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from eegfm.data.task_config import ConfigError, from_mapping, read_yaml
+from eegfm.data.tasks import TaskConfig
+
+MODELS = ("pretrained", "random_init", "eegnet", "shallow")
+ENCODER_MODELS = ("pretrained", "random_init")
+HEAD_FREEZES = {"linear": True, "mlp": False, "shared_routed": True}  # default mode per head
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and model selection, shared by every model of a run."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    lr: float = 1e-3  # head (and baselines unless baselines.lr is set)
+    weight_decay: float = 0.01
+    encoder_lr_scale: float = 0.1  # full fine-tuning: encoder lr = lr x this (top block)
+    layer_decay: float | None = None  # e.g. 0.75: each block further down gets lr x decay
+    warmup_epochs: float = 0.0  # linear warm-up, then cosine decay to 0 over `epochs`
+    patience: int = 8  # epochs without improvement of `monitor` before stopping
+    min_epochs: int = 1
+    monitor: Literal["val_loss", "val_balanced_accuracy"] = "val_loss"
+    balance: Literal["sampler", "none"] = "sampler"  # class-balanced sampling of training windows
+    grad_clip: float | None = 1.0
+    threads: int | None = None  # torch intra-op threads (None: leave torch's default)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
+            raise ConfigError("train.epochs, train.batch_size and train.patience must be >= 1")
+        if self.lr <= 0:
+            raise ConfigError(f"train.lr must be positive, got {self.lr}")
+
+
+@dataclass
+class BaselineConfig:
+    """braindecode EEGNet / ShallowFBCSPNet trained from scratch on the same windows."""
+
+    epochs: int | None = None  # None: train.epochs
+    lr: float | None = None  # None: train.lr
+    weight_decay: float = 0.0
+    input_scale_uv: float = 50.0  # signal divided by this: O(1) inputs, amplitudes kept
+    eegnet: dict[str, Any] = field(default_factory=dict)  # braindecode EEGNet keyword arguments
+    shallow: dict[str, Any] = field(default_factory=dict)  # ShallowFBCSPNet keyword arguments
+
+
+@dataclass
+class FinetuneConfig:
+    """One fine-tuning run: task, data, models, head, protocol, training, output."""
+
+    task: TaskConfig = field(default_factory=TaskConfig)
+    data: str | list[str] | None = None  # shard dir(s) or moabb:NAME[:subjects]
+    prep_config: str | None = None  # prep YAML for moabb: data (None: the defaults)
+    prep: dict[str, Any] = field(default_factory=dict)  # prep overrides (e.g. moabb_options)
+    cache_dir: str | None = None  # where moabb: data is converted (None: ~/.cache/eegfm/moabb)
+    checkpoint: str | None = None  # pretrained encoder (eegfm.checkpoint); None: no 'pretrained'
+    encoder: str = "eegfm_tiny"  # architecture of random_init when no checkpoint is given
+    encoder_options: dict[str, Any] = field(default_factory=dict)  # create_model overrides
+    models: list[str] = field(default_factory=lambda: list(MODELS))
+    head: Literal["linear", "mlp", "shared_routed"] = "linear"
+    head_options: dict[str, Any] = field(default_factory=dict)  # create_head keyword options
+    spiking: Literal["none", "lif", "int"] = "none"
+    freeze: bool | None = None  # None: the head's default (linear, shared_routed: frozen)
+    augment: dict[str, Any] = field(default_factory=dict)  # make_view_augmenter options
+    protocol: Literal["loso", "kfold", "within"] = "loso"
+    n_folds: int = 5
+    n_val_subjects: int | float = 0.2
+    n_val_groups: int | float = 0.2
+    n_blocks: int = 5  # within: time blocks per recording
+    max_folds: int | None = None  # run only the first folds (quick checks; stated in the report)
+    seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    out: str = "runs/finetune"
+    save_model: bool = True  # refit encoder models on all subjects, save model_<name>.pt
+    tensorboard: bool = False  # also write TensorBoard event files next to the CSV logs
+    token_cache_mb: float = 2048.0  # frozen encoder: cache tokens when they fit in this
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        unknown = [m for m in self.models if m not in MODELS]
+        if unknown or not self.models:
+            raise ConfigError(f"models: unknown {unknown}; choose from {list(MODELS)}")
+        if len(set(self.models)) != len(self.models):
+            raise ConfigError(f"models lists a model twice: {self.models}")
+
+    @property
+    def frozen(self) -> bool:
+        """Whether the encoder is frozen (explicit ``freeze`` or the head's default)."""
+        return HEAD_FREEZES[self.head] if self.freeze is None else self.freeze
+
+
+def load_finetune_config(path: str | Path | None = None, **overrides: Any) -> FinetuneConfig:
+    """Read a fine-tuning YAML (None: defaults) and apply ``overrides`` (dotted keys allowed).
+
+    ``overrides`` with value None are ignored, so CLI options left unset keep the file's value.
+    """
+    values: dict[str, Any] = read_yaml(path) if path is not None else {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = values
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key}: {part} is not a section")
+        node[leaf] = value
+    return from_mapping(FinetuneConfig, values, "config" if path is None else str(path))

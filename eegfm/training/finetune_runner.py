@@ -1,0 +1,218 @@
+"""``run_finetune(config) -> results``: task windows -> protocol splits -> models -> report.
+
+Every model of ``config.models`` (pretrained encoder + head, the same encoder from random init,
+braindecode EEGNet and ShallowFBCSPNet) sees the same windows and the same splits. Split
+hygiene is asserted again here on subjects *and* recording ids; ``within`` runs purge training
+windows that share samples with a test window. See docs/finetune.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from eegfm.data.task_config import ConfigError, from_mapping, to_plain
+from eegfm.data.tasks import TaskSet, build_task_set
+from eegfm.evaluation import Split, SplitHygieneError, check_split, make_splits, write_report
+from eegfm.training.finetune_config import (
+    ENCODER_MODELS,
+    FinetuneConfig,
+    load_finetune_config,
+)
+from eegfm.training.finetune_models import run_baselines, run_encoder_model
+
+DISPLAY = {"pretrained": "pretrained", "random_init": "random_init", "eegnet": "EEGNet",
+           "shallow": "ShallowFBCSPNet"}
+
+
+def seed_of(*parts: Any) -> int:
+    """A stable 31-bit seed from the run seed, model name and fold."""
+    return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
+
+
+def resolve_config(config: FinetuneConfig | str | Path | Mapping | None,
+                   **overrides: Any) -> FinetuneConfig:
+    """A :class:`FinetuneConfig` from an object, a YAML path or a mapping, plus overrides."""
+    if isinstance(config, FinetuneConfig):
+        if not overrides:
+            return config
+        config = to_plain(config)
+    if isinstance(config, Mapping):
+        values = dict(config)
+        for key, value in overrides.items():
+            if value is not None:
+                node = values
+                *parents, leaf = key.split(".")
+                for part in parents:
+                    node = node.setdefault(part, {})
+                node[leaf] = value
+        return from_mapping(FinetuneConfig, values, "config")
+    return load_finetune_config(config, **overrides)
+
+
+def hygienic_split(split: Split, task: TaskSet, groups: np.ndarray | None
+                   ) -> tuple[Split, int]:
+    """Assert no test subject/recording reaches train or validation; purge time overlaps.
+
+    Returns the split (``within``: training and validation windows sharing samples with a test
+    window removed) and the number of windows purged.
+    """
+    check_split(split, task.subject, groups)
+    fit_rows = np.concatenate([split.train, split.val])
+    where = f"{split.protocol} fold {split.fold}"
+    if split.protocol != "within":
+        for name, values in (("subject", task.subject), ("recording", task.recording_id)):
+            leaked = set(values[split.test].tolist()) & set(values[fit_rows].tolist())
+            if leaked:
+                raise SplitHygieneError(f"{where}: test {name}(s) {sorted(leaked)[:5]} also in "
+                                        "train/validation")
+        return split, 0
+    if set(task.subject[fit_rows].tolist()) != set(task.subject[split.test].tolist()):
+        raise SplitHygieneError(f"{where}: within-subject split mixes subjects")
+    length = task.x.shape[-1]
+    train = split.train[~_overlaps(task, split.train, split.test, length)]
+    val = split.val[~_overlaps(task, split.val, split.test, length)]
+    purged = len(split.train) + len(split.val) - len(train) - len(val)
+    return dataclasses.replace(split, train=train, val=val), purged
+
+
+def _overlaps(task: TaskSet, rows: np.ndarray, test: np.ndarray, length: int) -> np.ndarray:
+    """For each of ``rows``: does it share samples with a test window of its recording?"""
+    out = np.zeros(len(rows), dtype=bool)
+    for rec in np.unique(task.recording_id[test]):
+        test_starts = np.sort(task.start[test][task.recording_id[test] == rec])
+        mine = np.flatnonzero(task.recording_id[rows] == rec)
+        starts = task.start[rows][mine]
+        pos = np.searchsorted(test_starts, starts)
+        after = test_starts[np.minimum(pos, len(test_starts) - 1)]
+        before = test_starts[np.maximum(pos - 1, 0)]
+        out[mine] = (np.abs(after - starts) < length) | (np.abs(starts - before) < length)
+    return out
+
+
+def _prep_config(cfg: FinetuneConfig, roots: list[Path]):
+    """The prep config of the data: the shards' own prep_config.yaml, or moabb's settings."""
+    from eegfm.prep import load_prep_config
+
+    if isinstance(cfg.data, str) and cfg.data.startswith("moabb:"):
+        return load_prep_config(cfg.prep_config, **cfg.prep)
+    stored = roots[0] / "prep_config.yaml" if roots else None
+    if stored is not None and stored.is_file():
+        return load_prep_config(stored)
+    return load_prep_config(cfg.prep_config, **cfg.prep)
+
+
+def run_finetune(config: FinetuneConfig | str | Path | Mapping | None = None,
+                 **overrides: Any) -> dict[str, Any]:
+    """Run every model of the config on every fold and write the report into ``config.out``.
+
+    Returns the content of ``results.json`` (per-subject scores, summaries, figures, config).
+    """
+    from eegfm.checkpoint import from_pretrained
+    from eegfm.models import create_model
+
+    cfg = resolve_config(config, **overrides)
+    if cfg.data is None:
+        raise ConfigError("no data: give --data SHARDS_DIR|moabb:NAME (or data: in the config)")
+    started = time.perf_counter()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    notes: list[str] = []
+    models = list(cfg.models)
+    if cfg.checkpoint is None and "pretrained" in models:
+        models.remove("pretrained")
+        notes.append("No --checkpoint given: only the random-init encoder and the baselines ran "
+                     "(no pretrained model in this report).")
+        if not models:
+            raise ConfigError("models: only 'pretrained' was asked for, but no --checkpoint given")
+    pretrained = from_pretrained(cfg.checkpoint) if cfg.checkpoint and "pretrained" in models \
+        else None
+    reference = pretrained or create_model(cfg.encoder, **cfg.encoder_options)
+    uses_encoder = any(m in ENCODER_MODELS for m in models)
+    roots = [] if isinstance(cfg.data, str) and cfg.data.startswith("moabb:") else [
+        Path(p) for p in ([cfg.data] if isinstance(cfg.data, str) else cfg.data)]
+    prep_config = _prep_config(cfg, roots)
+    task = build_task_set(
+        cfg.task, cfg.data, multiple_of=reference.patch_len if uses_encoder else 1,
+        sfreq=reference.sfreq if uses_encoder else None, prep_config=prep_config,
+        cache_dir=cfg.cache_dir, progress=cfg.progress)
+    groups = task.groups(cfg.n_blocks) if cfg.protocol == "within" else None
+    splits = make_splits(cfg.protocol, task.subject, task.y, groups=groups, n_folds=cfg.n_folds,
+                         n_val_subjects=cfg.n_val_subjects, n_val_groups=cfg.n_val_groups,
+                         seed=cfg.seed)
+    if cfg.max_folds is not None and cfg.max_folds < len(splits):
+        notes.append(f"max_folds={cfg.max_folds}: only the first {cfg.max_folds} of "
+                     f"{len(splits)} folds ran; subjects of the other folds are not scored.")
+        splits = splits[:cfg.max_folds]
+    checked = [hygienic_split(split, task, groups) for split in splits]
+    splits = [split for split, _ in checked]
+    purged = sum(n for _, n in checked)
+    if purged:
+        notes.append(f"within: {purged} training/validation windows overlapping a test window "
+                     "in time were removed (overlapping strides).")
+    context = {"cfg": cfg, "task": task, "splits": splits, "out": out, "seed_of": seed_of,
+               "prep_config": prep_config.to_dict(), "notes": notes}
+    entries: dict[str, dict[str, Any]] = {}
+    frames = []
+    for name in models:
+        if name in ENCODER_MODELS:
+            encoder = pretrained if name == "pretrained" else reference
+            entry, frame = run_encoder_model(name, encoder, context)
+            entries[DISPLAY[name]] = entry
+            frames.append(frame)
+    baseline_names = [m for m in models if m not in ENCODER_MODELS]
+    if baseline_names:
+        for name, (entry, frame) in run_baselines(baseline_names, context).items():
+            entries[DISPLAY[name]] = entry
+            frames.append(frame)
+    notes.append(f"Seed {cfg.seed} fixes the splits, the validation subjects, initialisation "
+                 "and sampling (per-model, per-fold seeds derive from it).")
+    notes.append(f"Total run time {time.perf_counter() - started:.0f} s.")
+    results = {
+        "task": task.name,
+        "protocol": cfg.protocol,
+        "seed": cfg.seed,
+        "class_names": list(task.class_names),
+        "models": entries,
+        "config": to_plain(cfg),
+        "splits": [split.summary() for split in splits],
+        "notes": notes,
+        "extras": {"task data": task.summary()},
+    }
+    paths = write_report(results, out)
+    if frames:
+        import pandas as pd
+
+        pd.concat(frames).to_csv(out / "predictions.csv", index=False)
+    (out / "config.yaml").write_text(yaml.safe_dump(to_plain(cfg), sort_keys=False),
+                                     encoding="utf-8")
+    return json.loads(Path(paths["json"]).read_text(encoding="utf-8"))
+
+
+def summary_table(results: Mapping[str, Any]) -> str:
+    """Plain-text table of mean ± std per model (what the CLI prints)."""
+    metrics = ("balanced_accuracy", "cohen_kappa", "macro_f1", "auroc")
+    lines = [f"{'model':<18}" + "".join(f"{m:>22}" for m in metrics)]
+    for model, entry in results["models"].items():
+        cells = []
+        for metric in metrics:
+            stats = entry.get("summary", {}).get(metric)
+            if not stats or stats.get("mean") is None:
+                cells.append(f"{'n/a':>22}")
+            else:
+                std = stats.get("std")
+                text = f"{stats['mean']:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+                cells.append(f"{text:>22}")
+        lines.append(f"{model:<18}" + "".join(cells))
+    return "\n".join(lines)
