@@ -9,6 +9,7 @@ any point and started again ends with the same manifest and data as an uninterru
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import re
 import shutil
@@ -243,9 +244,25 @@ def _outcomes(
         yield from map(_convert_item, jobs)
         return
     with ProcessPoolExecutor(
-        workers, mp_context=get_context("spawn"), initializer=_init_worker, initargs=init_args
+        min(workers, len(jobs)),
+        mp_context=_pool_context(),
+        initializer=_init_worker,
+        initargs=init_args,
     ) as pool:
         yield from pool.map(_convert_item, jobs)
+
+
+def _pool_context():
+    """forkserver (workers fork from a clean process that imported MNE and SciPy once), else spawn.
+
+    Plain fork would copy the parent's open HDF5 writer and threads into every worker.
+    """
+    methods = multiprocessing.get_all_start_methods()
+    if "forkserver" not in methods:
+        return get_context("spawn")
+    context = get_context("forkserver")
+    context.set_forkserver_preload(["eegfm.prep.pipeline", "eegfm.prep.readers", "mne"])
+    return context
 
 
 def run_prep(
