@@ -48,7 +48,7 @@ def event_code(label: str, config: PrepConfig, event_id: dict[str, int]) -> int:
         return int(config.event_codes[label])
     if label in event_id:
         return int(event_id[label])
-    match = re.search(r"(-?\d+)\s*$", label)
+    match = re.search(r"(?<![\d.])(\d+)\s*$", label)  # 'Stimulus/S  1' -> 1; '+182.000' no
     return int(match.group(1)) if match else -1
 
 

@@ -223,7 +223,7 @@ def _prepare_out_dir(out_dir: Path, config: PrepConfig, layout: _Layout) -> list
                 f"is {wanted}: use a new --out, or the config in {config_path}"
             )
     else:
-        tmp = config_path.with_name(PREP_CONFIG + ".tmp")
+        tmp = config_path.with_name(f"{PREP_CONFIG}.{os.getpid()}.tmp")  # array tasks race here
         write_prep_config(config, tmp)
         os.replace(tmp, config_path)
     entries = read_manifest(out_dir) if manifest_files(out_dir) else []

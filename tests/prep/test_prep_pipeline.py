@@ -127,3 +127,14 @@ def test_cnt_file_layout_is_an_explicit_opt_in(formats_dir):
     assert report["localization"]["counts"]["user_montage"] == len(recording.ch_names) == 126
     radii = np.linalg.norm(recording.coords, axis=1)
     assert 0.07 < np.median(radii) < 0.12
+
+
+def test_event_codes(config):
+    from eegfm.prep.config import load_prep_config
+    from eegfm.prep.events import event_code
+
+    assert event_code("Stimulus/S  1", config, {}) == 1
+    assert event_code("[Total time]+182.000", config, {}) == -1  # a number, not a code
+    assert event_code("rest", config, {}) == -1
+    assert event_code("left_hand", config, {"left_hand": 2}) == 2  # MOABB's event_id
+    assert event_code("rest", load_prep_config(None, event_codes={"rest": 7}), {}) == 7

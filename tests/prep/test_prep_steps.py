@@ -105,3 +105,10 @@ def test_steps_on_a_real_recording(config, real_raw):
     assert power[:, np.argmin(np.abs(freqs - 50))].mean() < 1e-3 * in_band
     assert power[:, freqs > 85].mean() < 1e-4 * in_band
     assert np.abs(y.mean(axis=1)).max() < 1.0  # DC gone (µV)
+
+
+def test_reflect_pad_is_numpy_reflect():
+    x = np.arange(12.0).reshape(2, 6)
+    for before, after in [(0, 3), (3, 0), (5, 5), (2, 4), (6, 6), (9, 2)]:
+        expected = np.pad(x, ((0, 0), (before, after)), mode="reflect")
+        np.testing.assert_array_equal(steps.reflect_pad(x, before, after), expected)
