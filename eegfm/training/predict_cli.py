@@ -71,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     import pandas as pd
     import torch
 
-    from eegfm.prep import PrepError, expand_sources, process_raw
-    from eegfm.prep.sources import load_item
+    from eegfm.prep import PrepError, expand_sources, load_item, process_raw
     from eegfm.training.finetune_module import load_finetuned
 
     try:

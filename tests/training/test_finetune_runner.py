@@ -1,0 +1,175 @@
+"""The fine-tuning harness end to end on real eegmat recordings: split hygiene, report contents,
+metrics equal to scikit-learn's, baselines, saved model; kept to a few subjects and one epoch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
+
+from eegfm.checkpoint import save_checkpoint
+from eegfm.data.tasks import TaskConfig, build_task_set
+from eegfm.evaluation import Split, SplitHygieneError, make_splits
+from eegfm.models import create_model
+from eegfm.prep import load_prep_config, run_prep
+from eegfm.training.finetune_module import load_finetuned
+from eegfm.training.finetune_runner import hygienic_split, run_finetune
+
+SUBJECTS = ["00", "01", "02", "03"]
+TINY = str(Path(__file__).resolve().parents[2] / "configs" / "finetune" / "tiny.yaml")
+TASK = {"name": "eegmat test", "pattern": r"Subject(?P<subject>\d+)_(?P<label>[12])",
+        "classes": {1: "rest", 2: "arithmetic"}, "window_s": 4.0, "stride_s": 8.0}
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, eegmat_dir: Path) -> Path:
+    """Shards of eegmat subjects 00-03."""
+    folder = tmp_path_factory.mktemp("src") / "eegmat"
+    folder.mkdir()
+    for s in SUBJECTS:
+        for run in (1, 2):
+            (folder / f"Subject{s}_{run}.edf").symlink_to(eegmat_dir / f"Subject{s}_{run}.edf")
+    out = tmp_path_factory.mktemp("shards")
+    run_prep([str(folder)], out, load_prep_config(None), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    """A tiny encoder checkpoint in the format `eegfm pretrain` exports."""
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("ckpt") / "encoder.pt"
+    save_checkpoint(path, create_model("eegfm_tiny"), extra={"note": "test"})
+    return path
+
+
+def config(out: Path, shards: Path, **values) -> dict:
+    """A one-epoch, two-fold run on the test shards."""
+    return {"task": TASK, "data": str(shards), "protocol": "kfold", "n_folds": 2,
+            "n_val_subjects": 1, "out": str(out), "progress": False,
+            "train": {"epochs": 1, "batch_size": 32, "threads": 1}, **values}
+
+
+def test_split_hygiene_on_real_windows(shards: Path):
+    task = build_task_set(TaskConfig(**{**TASK, "stride_s": 2.0}), shards, multiple_of=200,
+                          progress=False)
+    for protocol in ("loso", "kfold"):
+        for split in make_splits(protocol, task.subject, task.y, n_folds=2, n_val_subjects=1):
+            split, purged = hygienic_split(split, task, None)
+            fit_rows = np.concatenate([split.train, split.val])
+            assert purged == 0
+            assert not set(task.subject[split.test]) & set(task.subject[fit_rows])
+            assert not set(task.recording_id[split.test]) & set(task.recording_id[fit_rows])
+            assert not set(task.subject[split.val]) & set(task.subject[split.train])
+    groups = task.groups(4)
+    for split in make_splits("within", task.subject, task.y, groups=groups, n_folds=4,
+                             n_val_groups=1):
+        clean, purged = hygienic_split(split, task, groups)
+        assert purged > 0  # 4 s windows every 2 s: block edges overlap
+        for rows in (clean.train, clean.val):
+            for i in rows:  # no kept window shares a sample with a test window
+                same = split.test[task.recording_id[split.test] == task.recording_id[i]]
+                assert (np.abs(task.start[same] - task.start[i]) >= 800).all()
+    leak = make_splits("kfold", task.subject, task.y, n_folds=2, n_val_subjects=1)[0]
+    bad = Split(fold=0, train=np.r_[leak.train, leak.test[:1]], val=leak.val,
+                test=leak.test[1:], test_subjects=leak.test_subjects, protocol="kfold")
+    with pytest.raises(SplitHygieneError):
+        hygienic_split(bad, task, None)
+
+
+def test_linear_probe_with_baselines_end_to_end(tmp_path: Path, shards: Path, checkpoint: Path):
+    out = tmp_path / "run"
+    results = run_finetune(config(out, shards, checkpoint=str(checkpoint), head="linear"))
+    assert list(results["models"]) == ["pretrained", "random_init", "EEGNet", "ShallowFBCSPNet"]
+    for name in ("results.json", "results.md", "per_subject.csv", "predictions.csv",
+                 "per_subject_balanced_accuracy.png", "confusion_EEGNet.png",
+                 "learning_curves_pretrained.png", "model_pretrained.pt",
+                 "model_random_init.pt", "logs/pretrained/fold_00.csv",
+                 "logs/shallow/fold_01.csv", "config.yaml"):
+        assert (out / name).is_file(), name
+    markdown = (out / "results.md").read_text()
+    for model in results["models"]:
+        assert f"| {model} | 4 |" in markdown
+    assert results["models"]["pretrained"]["info"]["mode"] == "frozen encoder (tokens cached)"
+    # every per-subject score equals scikit-learn's on the written out-of-fold predictions
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"subject": str})
+    classes = results["class_names"]
+    for model, entry in results["models"].items():
+        rows = predictions[predictions["model"] == model]
+        assert len(rows) == len(predictions) // 4
+        assert sorted(entry["per_subject"]) == SUBJECTS
+        for subject, scores in entry["per_subject"].items():
+            mine = rows[rows["subject"] == subject]
+            y_true = mine["true"].map(classes.index).to_numpy()
+            y_pred = mine["predicted"].map(classes.index).to_numpy()
+            assert scores["balanced_accuracy"] == pytest.approx(
+                balanced_accuracy_score(y_true, y_pred))
+            kappa = cohen_kappa_score(y_true, y_pred)
+            if scores["cohen_kappa"] is None:  # NaN is stored as null in results.json
+                assert np.isnan(kappa)
+            else:
+                assert scores["cohen_kappa"] == pytest.approx(kappa)
+            assert scores["macro_f1"] == pytest.approx(
+                f1_score(y_true, y_pred, average="macro", labels=[0, 1], zero_division=0))
+            assert scores["auroc"] == pytest.approx(
+                roc_auc_score(y_true, mine["p_arithmetic"].to_numpy()))
+    model, meta = load_finetuned(out / "model_pretrained.pt")
+    assert meta["class_names"] == classes and meta["window_s"] == 4.0
+    reference = torch.load(checkpoint, weights_only=True)["state_dict"]
+    for key, value in model.encoder.state_dict().items():  # linear probe: encoder untouched
+        torch.testing.assert_close(value, reference[key])
+
+
+def test_mlp_fine_tuning_updates_the_encoder(tmp_path: Path, shards: Path, checkpoint: Path):
+    results = run_finetune(config(tmp_path, shards, checkpoint=str(checkpoint), head="mlp",
+                                  models=["pretrained"], max_folds=1,
+                                  train={"epochs": 1, "batch_size": 32, "threads": 1,
+                                         "layer_decay": 0.75}))
+    info = results["models"]["pretrained"]["info"]
+    assert info["mode"] == "full fine-tuning" and info["trainable_params"] == info["params"]
+    assert any("max_folds=1" in note for note in results["notes"])
+    model, _ = load_finetuned(tmp_path / "model_pretrained.pt")
+    reference = torch.load(checkpoint, weights_only=True)["state_dict"]
+    changed = [k for k, v in model.encoder.state_dict().items()
+               if not torch.equal(v, reference[k])]
+    assert any(k.startswith("blocks.0") for k in changed)
+
+
+@pytest.mark.parametrize(("head", "spiking"), [("shared_routed", "lif"), ("linear", "int")])
+def test_shared_routed_and_spiking_heads_report_extras(tmp_path: Path, shards: Path,
+                                                       head: str, spiking: str):
+    results = run_finetune(config(tmp_path, shards, head=head, spiking=spiking,
+                                  models=["random_init"], max_folds=1, save_model=False))
+    extras = results["models"]["random_init"]["extras"]
+    energy = next(v for k, v in extras.items() if k.startswith("energy (per sample"))
+    assert energy[0]["spiking"] == spiking and 0 < energy[0]["energy_ratio"] < 1
+    assert extras["energy per layer (mean over folds)"]
+    if head == "shared_routed":
+        matrix = extras["routing matrix"]
+        assert len(matrix["row_labels"]) == 2  # the test subjects of fold 0
+        np.testing.assert_allclose(np.sum(matrix["matrix"], axis=1), 1.0, atol=1e-5)
+        assert "routing_consistency" in extras["routing diagnostics (test subjects)"][0]
+        assert (tmp_path / "random_init_heatmap_routing_matrix.png").is_file()
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["config"]["spiking"] == spiking
+
+
+def test_cli_without_checkpoint_runs_random_init_only(tmp_path: Path, shards: Path, capsys):
+    from eegfm.cli import main
+
+    code = main(["finetune", "--config", TINY, "--data", str(shards),
+                 "--models", "pretrained,random_init", "--out", str(tmp_path), "--max-folds",
+                 "1", "--no-save-model", "--seed", "3"])
+    assert code == 0
+    captured = capsys.readouterr()
+    assert "no --checkpoint given" in captured.err and "random_init" in captured.out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results["models"]) == ["random_init"] and results["seed"] == 3
+    assert main(["finetune", "--config", TINY, "--data",
+                 str(tmp_path / "missing")]) == 2
+    assert "not a shard directory" in capsys.readouterr().err
