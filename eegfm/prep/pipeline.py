@@ -8,6 +8,7 @@ float32 copy of the output (in a scratch file under `scratch_dir` when larger th
 from __future__ import annotations
 
 import contextlib
+import os
 import tempfile
 from collections import Counter
 from collections.abc import Callable
@@ -196,6 +197,25 @@ def prepare(
     )
 
 
+class ScratchBuffer:
+    """A (C, T) float32 array on disk, stored time-major, sliced as `buffer[:, a:b]`."""
+
+    def __init__(self, fd: int, shape: tuple[int, int]):
+        self.fd, self.shape = fd, shape
+        os.ftruncate(fd, 4 * shape[0] * shape[1])  # sparse: never-written samples read as zeros
+
+    def __setitem__(self, key: tuple[slice, slice], block: np.ndarray) -> None:
+        start = key[1].start
+        rows = np.ascontiguousarray(block.T, dtype="<f4")
+        os.pwrite(self.fd, rows.tobytes(), 4 * self.shape[0] * start)
+
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
+        start, stop = key[1].start, min(key[1].stop, self.shape[1])
+        size = 4 * self.shape[0] * (stop - start)
+        raw = os.pread(self.fd, size, 4 * self.shape[0] * start)
+        return np.frombuffer(raw, dtype="<f4").reshape(stop - start, self.shape[0]).T
+
+
 def _clean_into(
     prepared: PreparedRecording,
     config: PrepConfig,
@@ -279,25 +299,19 @@ def write_raw(
         n_samples=shape[1],
     )
     # The band-passed signal waits between the two passes in RAM when it is small, else in a
-    # scratch file (a long dense recording then needs no more memory than a short one).
+    # scratch file read and written block by block (not memory-mapped, whose pages would count
+    # as resident): a long dense recording then needs no more memory than a short one.
     in_memory = scratch_dir is None or 4 * shape[0] * shape[1] <= config.chunk_mb * 1e6
-    scratch = (
-        contextlib.nullcontext() if in_memory else tempfile.TemporaryDirectory(dir=scratch_dir)
-    )
-    with scratch as folder:
-        buffer = (
-            np.zeros(shape, np.float32)
-            if in_memory
-            else np.lib.format.open_memmap(
-                Path(folder) / "buffer.npy", mode="w+", dtype=np.float32, shape=shape
-            )
-        )
+    with contextlib.ExitStack() as stack:
+        if in_memory:
+            buffer = np.zeros(shape, np.float32)
+        else:
+            handle = stack.enter_context(tempfile.TemporaryFile(dir=scratch_dir))
+            buffer = ScratchBuffer(handle.fileno(), shape)
         try:
             _clean_into(prepared, config, buffer, lambda _, block: stream.write(block))
             stream.finish(prepared.events, prepared.attrs)
         except BaseException:
             stream.abort()
             raise
-        finally:
-            del buffer
     return prepared.report

@@ -134,10 +134,17 @@ def read_recording_file(path: str | Path, config: PrepConfig):
                 f"reader_options: [{{match: '{path.name}', options: {{data_format: int32}}}}]"
                 " (or int16)"
             )
-        reason = str(error).strip().splitlines()[-1] if str(error).strip() else ""
+        reason = _first_message_line(error)
         raise PrepError(
             f"{path}: MNE cannot read it ({type(error).__name__}: {reason}){hint}"
         ) from error
+
+
+def _first_message_line(error: Exception) -> str:
+    """The informative line of a reader's error (some MNE messages embed traceback lines)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(('File "', "raise ", "WARNING"))]
+    return re.sub(r"^\w+(Error|Exception): ", "", lines[0]) if lines else ""
 
 
 def load_item(item: SourceItem, config: PrepConfig) -> Iterator[RawRecording]:

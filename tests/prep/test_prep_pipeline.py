@@ -41,13 +41,21 @@ def test_eegmat_channels_and_attrs(real_raw, config):
 
 def test_streamed_write_equals_in_memory(real_raw, config, tmp_path):
     recording, _ = process_raw(real_raw, config, recording_id="a", attrs=ATTRS)
+    tiny = load_prep_config(None, chunk_mb=0.5)  # blocks of 6 s, buffer in a scratch file
     with ShardWriter(tmp_path, sfreq=200.0) as writer:
         write_raw(writer, real_raw, config, recording_id="a", attrs=ATTRS, scratch_dir=tmp_path)
+        write_raw(writer, real_raw, tiny, recording_id="b", attrs=ATTRS, scratch_dir=tmp_path)
     (tmp_path / "prep_config.yaml").write_text("config_hash: x\n")
-    window = ShardReader(tmp_path).read_recording("a")
+    reader = ShardReader(tmp_path)
+    window = reader.read_recording("a")
     np.testing.assert_array_equal(window.data, recording.data)
     assert window.ch_names == tuple(recording.ch_names)
-    assert not list(tmp_path.glob("tmp*"))  # scratch buffer removed
+    np.testing.assert_allclose(reader.read_recording("b").data, recording.data, atol=2e-3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "manifest.jsonl",
+        "prep_config.yaml",
+        "shard-00000.h5",
+    ]  # no scratch file left
 
 
 def test_egi_keeps_257_digitised_positions_and_its_pauses(formats_dir, config):
