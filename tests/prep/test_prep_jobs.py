@@ -183,3 +183,17 @@ def test_sigkill_midway_then_rerun_equals_uninterrupted(tmp_path, eegmat_dir):
     assert _manifest(killed) == _manifest(tmp_path / "clean")
     assert len(_manifest(killed)) == 8 and not list(killed.glob("*.tmp"))
     assert validate_shards(killed) == []
+
+
+def test_moabb_source_end_to_end(tmp_path):
+    config = load_prep_config(
+        None, moabb_options={"FakeDataset": {"seed": 1, "n_subjects": 2, "duration": 30}}
+    )
+    first = run_prep(["moabb:FakeDataset"], tmp_path / "out", config, progress=False)
+    assert len(first.converted) == 8 and not first.failures  # 2 subjects x 2 sessions x 2 runs
+    again = run_prep(["moabb:FakeDataset:2"], tmp_path / "out", config, progress=False)
+    assert again.converted == [] and len(again.skipped) == 4
+    entries = read_manifest(tmp_path / "out")
+    assert {e.subject for e in entries} == {"1", "2"} and all(e.has_events for e in entries)
+    assert entries[0].labels == ["fake1", "fake2", "fake3"]
+    assert validate_shards(tmp_path / "out") == []
