@@ -6,7 +6,6 @@ job is requeued; each callback drops what it wrote past the step a run resumes f
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -119,17 +118,11 @@ class EncoderExport(L.Callback):
 
 
 def export_encoder(pl_module: L.LightningModule, path: Path, trainer: L.Trainer) -> None:
-    """Save the module's encoder with `eegfm.checkpoint.save_checkpoint`, atomically."""
+    """Save the module's encoder with `eegfm.checkpoint.save_checkpoint` (atomic)."""
     from eegfm.checkpoint import save_checkpoint
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    extra = {
-        "global_step": int(trainer.global_step),
-        "pretrain": {"hparams": dict(pl_module.hparams)},
-    }
-    save_checkpoint(tmp, pl_module.encoder, extra=extra)
-    os.replace(tmp, path)
+    extra = {"global_step": int(trainer.global_step), "pretrain_hparams": dict(pl_module.hparams)}
+    save_checkpoint(path, pl_module.encoder, extra=extra)  # temp name + rename inside
 
 
 class WindowAuditLog(L.Callback):

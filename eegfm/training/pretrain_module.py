@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
-from eegfm.models import MaskedPretrainer, create_model
+from eegfm.models import MASK_KINDS, MaskedPretrainer, create_model
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -105,6 +105,7 @@ class MaskedPretrainModule(L.LightningModule):
         self.encoder = create_model(encoder, **(encoder_overrides or {}))
         self.pretrainer = MaskedPretrainer(self.encoder, **(pretrainer or {}))
         self.step_metrics: dict[str, Any] = {}
+        self._metric_keys: list[str] | None = None
         self.nonfinite_steps = 0  # total skipped updates (kept in checkpoints)
         self._consecutive_nonfinite = 0
 
@@ -136,21 +137,34 @@ class MaskedPretrainModule(L.LightningModule):
         loss, parts = self.pretrainer(
             batch["x"], batch["coords"], batch["channel_mask"], batch["ref_coords"]
         )
-        metrics = {"loss": loss.detach()}
-        metrics.update({k: torch.as_tensor(v).detach().float() for k, v in parts.items()})
-        metrics = self._mean_over_ranks(metrics)
+        metrics = self._mean_over_ranks({"loss": loss, **parts})
         metrics["lr"] = self.optimizers().param_groups[0]["lr"]
         self.step_metrics = metrics
         self.log("train/loss", metrics["loss"], prog_bar=True, batch_size=batch["x"].shape[0])
         return loss
 
-    def _mean_over_ranks(self, metrics: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Average logged values over DDP ranks with one all-reduce (no-op on one process)."""
-        if self.trainer.world_size <= 1:
-            return metrics
-        stacked = torch.stack([v.reshape(()) for v in metrics.values()])
-        stacked = self.trainer.strategy.reduce(stacked, reduce_op="mean")
-        return dict(zip(metrics, stacked.unbind(), strict=True))
+    def _mean_over_ranks(self, values: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Step metrics under a fixed set of keys, averaged over DDP ranks (one all-reduce).
+
+        A mask kind absent from a batch is NaN here; across ranks the mean skips it.
+        """
+        if self._metric_keys is None:
+            kinds = {f"loss_{name}" for name in MASK_KINDS}
+            self._metric_keys = ["loss", *sorted((set(values) | kinds) - {"loss"})]
+        device = values["loss"].device
+        nan = torch.tensor(float("nan"), device=device)
+        stacked = torch.stack(
+            [
+                torch.as_tensor(values.get(k, nan), device=device).detach().float().reshape(())
+                for k in self._metric_keys
+            ]
+        )
+        if self.trainer.world_size > 1:
+            present = torch.isfinite(stacked)
+            both = torch.stack([torch.where(present, stacked, 0.0), present.float()])
+            both = self.trainer.strategy.reduce(both, reduce_op="sum")
+            stacked = both[0] / both[1]  # 0/0 -> NaN where no rank had the kind
+        return dict(zip(self._metric_keys, stacked.unbind(), strict=True))
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Guard against NaN/Inf gradients (before clipping); log the gradient norm."""

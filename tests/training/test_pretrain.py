@@ -1,0 +1,169 @@
+"""`eegfm pretrain` end to end on shards prepared from real recordings of several montages:
+CPU run whose loss falls, 2-process DDP (gloo), and kill + resume matching an uninterrupted run.
+
+Every run is a subprocess (the CLI as a user runs it). The callbacks below are loaded there
+through `--trainer.callbacks+=test_pretrain.<Name>` with this folder on PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pytest
+import torch
+
+from eegfm.checkpoint import from_pretrained
+from eegfm.prep import run_prep
+from eegfm.training.callbacks import StepMetricsLogger
+from eegfm.training.logging import read_csv_rows
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = REPO / "configs" / "pretrain" / "tiny.yaml"
+EEGMAT = ["Subject00_1.edf", "Subject00_2.edf", "Subject01_1.edf", "Subject01_2.edf"]
+FORMATS = [
+    "EGI/test_egi_multiepoch_paused.mff",  # 257 electrodes (subsampled to 32)
+    "antio/CA_208/test_CA_208.vhdr",  # ANT cap, 10-05 names
+    "NihonKohden/MB0400FU.EEG",  # clinical 10-20, same montage as eegmat
+    "BDF/test_bdf_stim_channel.bdf",  # 3 electrodes
+]
+
+
+class CrashAfterStep(L.Callback):
+    """Die like a killed job right after optimizer step `step`, with the rows logged since the
+    last checkpoint already on disk (as a periodic flush leaves them)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.step:
+            for callback in trainer.callbacks:
+                if isinstance(callback, StepMetricsLogger) and callback.csv is not None:
+                    callback.csv.flush()
+            os._exit(3)
+
+
+class SaveRankWeights(L.Callback):
+    """Write each rank's final weights to RUN_DIR/weights_rank{r}.pt."""
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        path = Path(trainer.default_root_dir) / f"weights_rank{trainer.global_rank}.pt"
+        torch.save(pl_module.state_dict(), path)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory, eegmat_dir: Path, formats_dir: Path) -> Path:
+    """Shards of 4 eegmat recordings + 4 devices: montages of 257, 61, 19 and 3 electrodes."""
+    out = tmp_path_factory.mktemp("pretrain_shards")
+    sources = [str(eegmat_dir / f) for f in EEGMAT] + [str(formats_dir / f) for f in FORMATS]
+    summary = run_prep(sources, out, None, progress=False)
+    assert not summary.failures, summary.failures
+    return out
+
+
+def pretrain(shards: Path, run_dir: Path, *args: str, launcher: list[str] | None = None):
+    """Run `eegfm pretrain` with the tiny config in a subprocess."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",  # two cores shared by the suite: avoid thread oversubscription
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)]),
+    }
+    command = [
+        *(launcher or [sys.executable]),
+        "-m", "eegfm", "pretrain",
+        "--config", str(TINY),
+        "--data", str(shards),
+        "--run_dir", str(run_dir),
+        "--trainer.enable_progress_bar", "false",
+        *args,
+    ]  # fmt: skip
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+
+
+def check_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
+
+
+def test_cpu_pretraining_saves_checkpoints_and_loss_falls(shards: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    check_ok(pretrain(shards, run))  # tiny.yaml as shipped: 300 steps
+    rows = read_csv_rows(run / "metrics.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, 301))
+    ratio = np.array([r["loss"] / r["loss_zero"] for r in rows])
+    first, last = ratio[:40].mean(), ratio[-40:].mean()
+    print(f"loss / zero-baseline: first 40 steps {first:.3f}, last 40 steps {last:.3f}")
+    assert last < 0.97 and last < first - 0.02, (first, last)
+    assert all(r["samples_per_s"] > 0 and r["tokens_per_s"] > 0 for r in rows)
+    assert {"loss_patch", "loss_channel", "loss_block", "lr", "grad_norm"} <= set(rows[0])
+
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert ckpts == ["last.ckpt", "step=00000200.ckpt", "step=00000300.ckpt"]  # save_top_k: 2
+    state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert state["global_step"] == 300
+    encoder = from_pretrained(run / "encoder.pt")
+    trained = {k[len("encoder.") :]: v for k, v in state["state_dict"].items()}
+    for name, value in encoder.state_dict().items():
+        assert torch.equal(value, trained[f"pretrainer.{name}"]), name
+    assert (run / "config.yaml").is_file()
+
+
+def test_ddp_ranks_see_disjoint_windows_and_end_identical(shards: Path, tmp_path: Path) -> None:
+    run = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    result = pretrain(
+        shards, run,
+        "--trainer.devices", "2", "--trainer.max_steps", "6",
+        "--trainer.strategy", "ddp_find_unused_parameters_true",
+        "--trainer.callbacks+=eegfm.training.callbacks.WindowAuditLog",
+        "--trainer.callbacks+=test_pretrain.SaveRankWeights",
+        launcher=torchrun,
+    )  # fmt: skip
+    check_ok(result)
+    seen = []
+    for rank in (0, 1):
+        rows = (run / "windows" / f"rank{rank}.csv").read_text().splitlines()[1:]
+        seen.append({tuple(row.split(",")[1:]) for row in rows})
+        assert len(rows) == len(seen[rank]) == 6 * 8, "8 distinct windows per step and rank"
+    assert not seen[0] & seen[1], "ranks shared windows"
+    weights = [torch.load(run / f"weights_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    for name, value in weights[0].items():
+        assert torch.equal(value, weights[1][name]), name
+    assert [int(r["step"]) for r in read_csv_rows(run / "metrics.csv")] == list(range(1, 7))
+
+
+def test_killed_run_resumes_exactly(shards: Path, tmp_path: Path) -> None:
+    args = ["--trainer.max_steps", "14", "--checkpoint.every_n_train_steps", "5"]
+    args += ["--data.num_workers", "1"]
+    check_ok(pretrain(shards, tmp_path / "full", *args))
+    killed = pretrain(
+        shards,
+        tmp_path / "resumed",
+        *args,
+        "--trainer.callbacks+=test_pretrain.CrashAfterStep",
+        "--trainer.callbacks.step",
+        "8",
+    )
+    assert killed.returncode == 3, killed.stderr[-3000:]
+    partial = [int(r["step"]) for r in read_csv_rows(tmp_path / "resumed" / "metrics.csv")]
+    assert partial == list(range(1, len(partial) + 1)) and len(partial) > 5, "rows past ckpt 5"
+    resumed = pretrain(shards, tmp_path / "resumed", *args)
+    check_ok(resumed)
+    assert "resuming from" in resumed.stdout + resumed.stderr
+
+    full = read_csv_rows(tmp_path / "full" / "metrics.csv")
+    again = read_csv_rows(tmp_path / "resumed" / "metrics.csv")
+    assert [int(r["step"]) for r in again] == list(range(1, 15)), "every step exactly once"
+    for a, b in zip(full, again, strict=True):
+        for key in ("loss", "loss_zero", "loss_mse", "lr"):
+            assert b[key] == pytest.approx(a[key], rel=1e-5), (int(a["step"]), key)
+    final = [
+        torch.load(p / "checkpoints" / "last.ckpt", weights_only=True)
+        for p in (tmp_path / "full", tmp_path / "resumed")
+    ]
+    for name, value in final[0]["state_dict"].items():
+        torch.testing.assert_close(final[1]["state_dict"][name], value, rtol=1e-5, atol=1e-7)

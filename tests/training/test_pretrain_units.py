@@ -1,0 +1,166 @@
+"""Pretraining pieces that need no trainer: CSV log, schedule, optimizer groups, seeds, CLI
+shortcuts, resume selection and the DataLoader's mid-epoch state."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from eegfm.data.collate import pad_collate
+from eegfm.data.windows import DistributedWindowBatchSampler, ShardWindowDataset, WindowIndex
+from eegfm.training.datamodule import ResumableDataLoader
+from eegfm.training.logging import ResumableCSV, read_csv_rows
+from eegfm.training.pretrain_cli import expand_shortcuts, resolve_resume
+from eegfm.training.pretrain_module import WarmupCosine, param_groups, step_seed
+
+
+def test_csv_appends_grows_columns_and_truncates(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.csv"
+    log = ResumableCSV(path)
+    for step in (1, 2):
+        log.append({"step": step, "loss": torch.tensor(1.0 / step)})
+    log.flush()
+    log.append({"step": 3, "loss": 0.25, "lr": torch.tensor(0.5, dtype=torch.float64)})
+    log.flush()
+    rows = read_csv_rows(path)
+    assert [r["step"] for r in rows] == [1, 2, 3]
+    assert rows[1]["loss"] == 0.5 and math.isnan(rows[0]["lr"]) and rows[2]["lr"] == 0.5
+
+    reopened = ResumableCSV(path)  # a requeued job: keeps the file and its header
+    assert reopened.fieldnames == ["step", "loss", "lr"]
+    assert reopened.truncate_after(1) == 2
+    reopened.append({"step": 2, "loss": 9.0, "lr": 1.0})
+    reopened.flush()
+    assert [(r["step"], r["loss"]) for r in read_csv_rows(path)] == [(1, 1.0), (2, 9.0)]
+    with pytest.raises(ValueError, match="no 'step'"):
+        reopened.append({"loss": 1.0})
+
+
+def test_warmup_cosine_schedule() -> None:
+    schedule = WarmupCosine(warmup_steps=10, total_steps=110, min_ratio=0.1)
+    assert schedule(0) == pytest.approx(0.1) and schedule(9) == pytest.approx(1.0)
+    assert schedule(10) == pytest.approx(1.0)
+    assert schedule(60) == pytest.approx(0.55)
+    assert schedule(110) == pytest.approx(0.1) and schedule(500) == pytest.approx(0.1)
+    factors = [schedule(s) for s in range(10, 111)]
+    assert all(a >= b for a, b in itertools.pairwise(factors))
+
+
+class _Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 4)
+        self.norm = nn.LayerNorm(4)
+        self.table = nn.Embedding(3, 4)
+        self.mask_token = nn.Parameter(torch.zeros(1, 4))
+        self.pos = nn.Parameter(torch.zeros(5, 4))
+
+    def no_weight_decay(self) -> set[str]:
+        return {"pos"}
+
+
+def test_no_weight_decay_on_norms_biases_embeddings_tokens() -> None:
+    model = _Toy()
+    decay, plain = param_groups(model, 0.05)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert {names[id(p)] for p in decay["params"]} == {"proj.weight"}
+    assert decay["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
+    assert {names[id(p)] for p in plain["params"]} == {
+        "proj.bias",
+        "norm.weight",
+        "norm.bias",
+        "table.weight",
+        "mask_token",
+        "pos",
+    }
+
+
+def test_step_seeds_differ_by_seed_step_and_rank() -> None:
+    seeds = {step_seed(s, t, r) for s in range(3) for t in range(50) for r in range(4)}
+    assert len(seeds) == 3 * 50 * 4
+    assert step_seed(1, 2, 3) == step_seed(1, 2, 3) < 2**63
+
+
+def test_data_shortcut_becomes_roots() -> None:
+    argv = ["--config", "c.yaml", "--data", "a", "b c", "--trainer.max_steps", "5", "--data=d"]
+    assert expand_shortcuts(argv) == [
+        "--config",
+        "c.yaml",
+        '--data.roots=["a", "b c"]',
+        "--trainer.max_steps",
+        "5",
+        '--data.roots=["d"]',
+    ]
+    assert expand_shortcuts(["--data", "data.yaml"]) == ["--data", "data.yaml"]
+    assert expand_shortcuts(["--data.batch_size", "4"]) == ["--data.batch_size", "4"]
+
+
+def test_resume_picks_the_newest_checkpoint(tmp_path: Path) -> None:
+    assert resolve_resume("auto", tmp_path) is None
+    (tmp_path / "checkpoints").mkdir()
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"x")
+    assert resolve_resume("auto", tmp_path) == str(last)
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"
+    hpc.write_bytes(b"x")
+    os.utime(hpc, (time.time() + 5, time.time() + 5))  # written by the SLURM signal handler
+    assert resolve_resume("auto", tmp_path) == str(hpc)
+    assert resolve_resume("never", tmp_path) is None
+    with pytest.raises(FileNotFoundError, match=r"nope\.ckpt"):
+        resolve_resume(str(tmp_path / "nope.ckpt"), tmp_path)
+
+
+class _Reader:
+    def read_window(self, recording_id: str, start: int, length: int) -> SimpleNamespace:
+        data = np.full((2, length), start, np.float32)
+        return SimpleNamespace(data=data, coords=np.zeros((2, 3)), ref_coords=np.zeros((2, 3)))
+
+
+def _loader(workers: int = 0) -> ResumableDataLoader:
+    entries = [
+        SimpleNamespace(
+            recording_id=f"r{i}",
+            dataset="d",
+            montage_id="m",
+            n_channels=2,
+            n_samples=800 * (5 + i),
+            sfreq=200.0,
+        )
+        for i in range(6)
+    ]
+    index = WindowIndex(entries, 800)
+    sampler = DistributedWindowBatchSampler(index, 4, seed=1)
+    dataset = ShardWindowDataset(_Reader(), index)
+    return ResumableDataLoader(dataset, sampler, num_workers=workers, collate_fn=pad_collate)
+
+
+def _starts(batches: list[dict]) -> list[list[int]]:
+    return [b["start"].tolist() for b in batches]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loader_state_resumes_mid_epoch(workers: int) -> None:
+    loader = _loader(workers)
+    loader.batch_sampler.set_epoch(2)
+    full = list(loader)
+    partial = []
+    for batch in loader:
+        partial.append(batch)
+        if len(partial) == 3:
+            break
+    state = loader.state_dict()
+    assert state["epoch"] == 2 and state["batches_done"] == 3
+    resumed = _loader(workers)
+    resumed.load_state_dict(state)
+    resumed.batch_sampler.set_epoch(2)
+    assert _starts(partial + list(resumed)) == _starts(full)
+    assert _starts(list(resumed)) == _starts(full), "the next epoch pass starts from batch 0"
