@@ -110,7 +110,7 @@ def _duration(path: Path) -> float:
     return raw.n_times / raw.info["sfreq"]
 
 
-def agreement(work: Path, concat) -> float:
+def agreement(work: Path, concat: object) -> float:
     """Median per-channel correlation of the two outputs for the first file (edges excluded)."""
     from eegfm.shards import ShardReader
 

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from eegfm.prep.config import PrepConfig
 from eegfm.shards import empty_events, events_frame
 
+if TYPE_CHECKING:
+    import mne
+    import pandas as pd
 
-def acquisition_gaps(raw, picks: list[int], block: int = 1 << 18) -> list[tuple[int, int]]:
+
+def acquisition_gaps(
+    raw: mne.io.BaseRaw, picks: list[int], block: int = 1 << 18
+) -> list[tuple[int, int]]:
     """Input sample ranges with no data: acquisition pauses.
 
     MNE marks them BAD_ACQ_SKIP and fills them with zeros, but the annotation can be off by a few
@@ -52,7 +59,9 @@ def event_code(label: str, config: PrepConfig, event_id: dict[str, int]) -> int:
     return int(match.group(1)) if match else -1
 
 
-def annotation_events(raw, config: PrepConfig, n_out: int, event_id: dict[str, int]):
+def annotation_events(
+    raw: mne.io.BaseRaw, config: PrepConfig, n_out: int, event_id: dict[str, int]
+) -> pd.DataFrame:
     """Annotations as events at the shard rate (onset/duration in output samples)."""
     annotations = raw.annotations
     if not len(annotations):
@@ -66,7 +75,9 @@ def annotation_events(raw, config: PrepConfig, n_out: int, event_id: dict[str, i
     return events_frame(onset[keep], duration[keep], codes, labels)
 
 
-def stim_events(raw, stim_picks: list[int], config: PrepConfig, block: int = 1 << 20):
+def stim_events(
+    raw: mne.io.BaseRaw, stim_picks: list[int], config: PrepConfig, block: int = 1 << 20
+) -> pd.DataFrame:
     """Trigger-channel events (value changes to non-zero), read block by block."""
     names = [raw.ch_names[i] for i in stim_picks]
     ratio = config.sfreq / raw.info["sfreq"]

@@ -71,6 +71,7 @@ class _Layout:
 
     @classmethod
     def of(cls, shard_index: int, num_shards: int) -> _Layout:
+        """Names for array task `shard_index` of `num_shards` (plain names for a single run)."""
         if num_shards == 1:
             return cls("manifest.jsonl", "failures.jsonl", "shard", ".staging")
         tag = f"{shard_index:05d}"
@@ -203,7 +204,7 @@ def _duplicate(loaded, recording_id: str, source: str) -> dict:
 
 
 # ------------------------------------------------------------------------------- parent side
-def partition(items: Sequence[SourceItem], shard_index: int, num_shards: int):
+def partition(items: Sequence[SourceItem], shard_index: int, num_shards: int) -> list[SourceItem]:
     """The items of one SLURM array task: every num_shards-th of the sorted list."""
     if not 0 <= shard_index < num_shards:
         raise PrepError(f"--shard-index must be in [0, {num_shards}), got {shard_index}")

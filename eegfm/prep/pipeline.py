@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,14 @@ from eegfm.prep.events import acquisition_gaps, annotation_events, stim_events
 from eegfm.prep.readers import montage_for
 from eegfm.prep.stream import CleaningPlan, clean
 from eegfm.shards import Recording, ShardWriter
+
+if TYPE_CHECKING:
+    import mne
+
+    from eegfm.montage import Localization
+
+    # a montage file, an MNE montage name, 'file_layout', a DigMontage, or None (the config's)
+    Montage = str | os.PathLike | mne.channels.DigMontage | None
 
 
 @dataclass
@@ -44,7 +53,7 @@ class PreparedRecording:
     report: dict
 
 
-def pick_eeg(raw) -> tuple[list[int], list[int]]:
+def pick_eeg(raw: mne.io.BaseRaw) -> tuple[list[int], list[int]]:
     """Indices of the EEG channels and of the stim (trigger) channels."""
     types = raw.get_channel_types()
     return (
@@ -56,7 +65,7 @@ def pick_eeg(raw) -> tuple[list[int], list[int]]:
 FILE_LAYOUT = "file_layout"  # montage value: trust the reader's own channel layout (opt-in)
 
 
-def file_layout_montage(raw, source: str):
+def file_layout_montage(raw: mne.io.BaseRaw, source: str) -> mne.channels.DigMontage:
     """The reader's own channel positions scaled to a head, for `montages: ... file_layout`.
 
     Some readers hold only a display layout (Neuroscan CNT: 2-D positions projected on a unit
@@ -82,7 +91,9 @@ def file_layout_montage(raw, source: str):
     )
 
 
-def locate(raw, eeg_picks: list[int], montage=None, source: str = ""):
+def locate(
+    raw: mne.io.BaseRaw, eeg_picks: list[int], montage: Montage = None, source: str = ""
+) -> Localization:
     """`eegfm.montage.locate_channels` on the EEG channels of a raw."""
     import mne
 
@@ -100,12 +111,12 @@ def locate(raw, eeg_picks: list[int], montage=None, source: str = ""):
 
 
 def prepare(
-    raw,
+    raw: mne.io.BaseRaw,
     config: PrepConfig,
     *,
     recording_id: str,
     attrs: dict,
-    montage=None,
+    montage: Montage = None,
     event_id: dict[str, int] | None = None,
 ) -> PreparedRecording:
     """Pick and locate the EEG channels, plan the cleaning and collect the events.
@@ -245,12 +256,12 @@ def _clean_into(
 
 
 def process_raw(
-    raw,
+    raw: mne.io.BaseRaw,
     config: PrepConfig,
     *,
     recording_id: str,
     attrs: dict,
-    montage=None,
+    montage: Montage = None,
     event_id: dict[str, int] | None = None,
 ) -> tuple[Recording, dict]:
     """Run the whole pipeline on one raw, in memory; return the recording and its report."""
@@ -260,6 +271,7 @@ def process_raw(
     data = np.zeros((len(prepared.picks), prepared.plan.n_out), dtype=np.float32)
 
     def store(m0: int, block: np.ndarray) -> None:
+        """Put one cleaned block in place."""
         data[:, m0 : m0 + block.shape[1]] = block
 
     _clean_into(prepared, config, data, store)
@@ -277,12 +289,12 @@ def process_raw(
 
 def write_raw(
     writer: ShardWriter,
-    raw,
+    raw: mne.io.BaseRaw,
     config: PrepConfig,
     *,
     recording_id: str,
     attrs: dict,
-    montage=None,
+    montage: Montage = None,
     event_id: dict[str, int] | None = None,
     scratch_dir: Path | None = None,
 ) -> dict:

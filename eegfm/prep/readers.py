@@ -11,6 +11,7 @@ import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from eegfm.prep.sources import (
     entities_from_name,
     moabb_dataset,
 )
+
+if TYPE_CHECKING:
+    import mne
 
 
 def source_files(path: Path) -> list[Path]:
@@ -53,7 +57,7 @@ def sha256_files(paths: Sequence[Path], base: Path) -> str:
     return sha.hexdigest()
 
 
-def raw_fingerprint(raw, seconds: float = 10.0) -> str:
+def raw_fingerprint(raw: mne.io.BaseRaw, seconds: float = 10.0) -> str:
     """Identity of a recording's samples, blind to channel names, order and scaling.
 
     The sign pattern of successive differences of the first seconds of every channel, with the
@@ -106,7 +110,7 @@ def edf_records(path: Path) -> tuple[int, int] | None:
     return n_records, present
 
 
-def read_recording_file(path: str | Path, config: PrepConfig):
+def read_recording_file(path: str | Path, config: PrepConfig) -> mne.io.BaseRaw:
     """Open one recording file lazily with MNE, applying its configured reader options."""
     import mne
 

@@ -170,7 +170,7 @@ def _parse_subjects(text: str, spec: str) -> list[int]:
     return sorted(set(subjects))
 
 
-def moabb_dataset(name: str, config: PrepConfig):
+def moabb_dataset(name: str, config: PrepConfig) -> Any:
     """An instance of the MOABB dataset class NAME, with its configured constructor options."""
     import moabb.datasets
 

@@ -32,7 +32,9 @@ def reflect_pad(x: np.ndarray, before: int, after: int) -> np.ndarray:
     return out
 
 
-def read_reflected(read: Callable[[int, int], np.ndarray], start: int, stop: int, n: int):
+def read_reflected(
+    read: Callable[[int, int], np.ndarray], start: int, stop: int, n: int
+) -> np.ndarray:
     """Samples [start, stop) of a length-n signal given by `read(a, b)`, reflected past its ends."""
     lo, hi = max(0, start), min(n, stop)
     return reflect_pad(read(lo, hi), lo - start, stop - hi)
@@ -150,7 +152,9 @@ def fir_filter(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return signal.oaconvolve(padded, kernel[None, :], mode="valid", axes=1)
 
 
-def notch(x: np.ndarray, sfreq: float, config: PrepConfig, line_freq: float | None = None):
+def notch(
+    x: np.ndarray, sfreq: float, config: PrepConfig, line_freq: float | None = None
+) -> np.ndarray:
     """Remove the line frequency and its harmonics."""
     return fir_filter(x, filter_kernel(sfreq, config, line_freq=line_freq, bandpass=False))
 

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -91,7 +91,9 @@ def empty_events() -> pd.DataFrame:
     return events_frame([], [], [], [])
 
 
-def events_frame(onset, duration, code, label) -> pd.DataFrame:
+def events_frame(
+    onset: Sequence[int], duration: Sequence[int], code: Sequence[int], label: Sequence[str]
+) -> pd.DataFrame:
     """Build an events table (onset/duration in samples, integer code, string label)."""
     return pd.DataFrame(
         {
@@ -150,6 +152,7 @@ def write_jsonl_atomic(path: os.PathLike, lines: Iterable[str]) -> None:
 
 
 def fsync_dir(directory: Path) -> None:
+    """fsync a directory, so that a rename inside it survives a crash."""
     fd = os.open(directory, os.O_RDONLY)
     try:
         os.fsync(fd)
