@@ -79,4 +79,4 @@ def main(argv: list[str]) -> int:
         print(f"  failed: {describe_failure(failure)}", file=sys.stderr)
     if summary.failures or summary.duplicates:
         print(f"details in {args.out}/failures*.jsonl; summary: eegfm inspect {args.out}")
-    return summary.exit_code(args.strict)
+    return summary.exit_code()

@@ -8,6 +8,8 @@ any point and started again ends with the same manifest and data as an uninterru
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import multiprocessing
 import os
@@ -52,9 +54,11 @@ class PrepSummary:
     duplicates: list[dict] = field(default_factory=list)  # {source, duplicate_of, reason}
     seconds: float = 0.0
     eeg_seconds: float = 0.0  # duration of the recordings converted by this run
+    strict: bool = False  # the run's --strict
 
-    def exit_code(self, strict: bool = False) -> int:
+    def exit_code(self, strict: bool | None = None) -> int:
         """0 unless everything failed, or anything failed under --strict."""
+        strict = self.strict if strict is None else strict
         if self.failures and (strict or not (self.converted or self.skipped or self.duplicates)):
             return 1
         return 0
@@ -288,7 +292,24 @@ def run_prep(
             f"no recordings found in {', '.join(map(str, sources))} (shard "
             f"{shard_index} of {num_shards})"
         )
-    existing = _prepare_out_dir(out_dir, config, layout)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with _partition_lock(out_dir, layout):
+        existing = _prepare_out_dir(out_dir, config, layout)
+        summary = _convert_all(items, out_dir, config, layout, existing, workers, progress)
+    summary.seconds, summary.strict = time.perf_counter() - started, strict
+    return summary
+
+
+def _convert_all(
+    items: list[SourceItem],
+    out_dir: Path,
+    config: PrepConfig,
+    layout: _Layout,
+    existing: list[ManifestEntry],
+    workers: int,
+    progress: bool,
+) -> PrepSummary:
+    """Convert the items in order into the partition's shards; record failures as they come."""
     done = {e.recording_id: e.source_sha256 for e in existing}
     fingerprints = {e.fingerprint: (e.recording_id, e.source) for e in existing if e.fingerprint}
     staging = out_dir / layout.staging
@@ -338,8 +359,21 @@ def run_prep(
         if bar is not None:
             bar.close()
         shutil.rmtree(staging, ignore_errors=True)
-    summary.seconds = time.perf_counter() - started
     return summary
+
+
+@contextlib.contextmanager
+def _partition_lock(out_dir: Path, layout: _Layout) -> Iterator[None]:
+    """Refuse a second run writing the same partition of the same directory at the same time."""
+    with open(out_dir / f".lock-{layout.shard_prefix}", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PrepError(
+                f"another `eegfm prep` is writing {layout.manifest} in {out_dir}; "
+                "wait for it to finish or use another --out"
+            ) from None
+        yield
 
 
 def _write_failures(path: Path, summary: PrepSummary) -> None:

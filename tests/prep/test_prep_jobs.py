@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 from eegfm.prep.config import load_prep_config
@@ -197,3 +198,18 @@ def test_moabb_source_end_to_end(tmp_path):
     assert {e.subject for e in entries} == {"1", "2"} and all(e.has_events for e in entries)
     assert entries[0].labels == ["fake1", "fake2", "fake3"]
     assert validate_shards(tmp_path / "out") == []
+
+
+def test_one_writer_per_partition(tmp_path, short_eegmat, config):
+    import fcntl
+
+    from eegfm.prep.config import PrepError
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with open(out / ".lock-shard", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        with pytest.raises(PrepError, match=r"another `eegfm prep` is writing manifest\.jsonl"):
+            run_prep([str(short_eegmat)], out, config, progress=False)
+        run_prep([str(short_eegmat)], out, config, shard_index=1, num_shards=2, progress=False)
+    assert run_prep([str(short_eegmat)], out, config, strict=True, progress=False).exit_code() == 0
