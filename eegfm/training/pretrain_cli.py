@@ -32,6 +32,7 @@ CHECKPOINT_DEFAULTS = {
     "checkpoint.monitor": "step",
     "checkpoint.mode": "max",
     "checkpoint.filename": "{step:08d}",
+    "checkpoint.enable_version_counter": False,  # a resumed run overwrites, never adds "-v1"
 }
 
 

@@ -1,0 +1,10 @@
+"""Stage 2 entry point: `python pretrain/main.py --config CFG --data SHARDS` = `eegfm pretrain`."""
+
+from __future__ import annotations
+
+import sys
+
+from eegfm.training.pretrain_cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
