@@ -1,14 +1,13 @@
 """Spatially guided attention: spatial (across electrodes) and temporal (across patches) blocks.
 
 Tokens are ``(B, C, P, D)``. Spatial attention mixes the C channels of one patch with a learned
-per-head bias of inter-electrode distance; dense for small montages, restricted to the k nearest
-electrodes (keys/values gathered, cost O(P·C·k)) for dense ones. Temporal attention mixes the
-P patches of one channel. Cost per layer O(P·C² + C·P²) dense, O(P·C·k + C·P²) sparse.
+per-head bias of inter-electrode distance; dense for small montages, restricted to each
+channel's k nearest electrodes for dense ones (keys gathered per block of nearby queries,
+cost O(P·C·U) with U a few times k, see :mod:`eegfm.models.neighbours`). Temporal attention
+mixes the P patches of one channel. Cost per layer O(P·C² + C·P²) dense, O(P·C·k + C·P²) sparse.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,136 +15,44 @@ from timm.layers import DropPath, Mlp
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-
-@dataclass
-class SpatialContext:
-    """Geometry shared by every spatial-attention layer of one forward pass.
-
-    ``neighbours`` is None for dense attention; otherwise ``(B, C, k)`` indices of each channel's
-    k nearest valid channels. ``rbf`` is the RBF-expanded distance to each key, ``(B, C, S, R)``
-    with S = C (dense) or k (sparse); ``key_valid (B, C, S)`` is False for keys that must not be
-    attended (padding, NaN coordinates, unfilled neighbour slots).
-    """
-
-    valid: torch.Tensor
-    neighbours: torch.Tensor | None
-    rbf: torch.Tensor
-    key_valid: torch.Tensor
+from eegfm.models.neighbours import SpatialContext
 
 
-def rbf_expand(distance: torch.Tensor, n_rbf: int, max_distance: float) -> torch.Tensor:
-    """Expand distances ``(...)`` into ``n_rbf`` Gaussian bumps evenly spaced on [0, max]."""
-    centres = torch.linspace(0.0, max_distance, n_rbf, device=distance.device, dtype=distance.dtype)
-    width = max_distance / (n_rbf - 1)
-    return torch.exp(-(((distance[..., None] - centres) / width) ** 2))
-
-
-def build_spatial_context(
-    positions_m: torch.Tensor,
-    valid: torch.Tensor,
-    *,
-    head_radius_m: float,
-    n_rbf: int,
-    knn_k: int,
-    dense_max_channels: int,
-) -> SpatialContext:
-    """Distances, RBF features and (for C > ``dense_max_channels``) kNN indices of a batch.
-
-    ``positions_m (B, C, 3)`` must be finite (invalid channels may hold anything finite).
-    """
-    with torch.no_grad():
-        B, C, _ = positions_m.shape
-        distance = torch.cdist(positions_m, positions_m) / head_radius_m  # (B, C, C)
-        key_valid = valid[:, None, :].expand(B, C, C)
-        neighbours = None
-        if dense_max_channels < C:
-            # per-sample rule, so padding never changes a sample's result: a sample with at
-            # most dense_max_channels valid channels attends to all of them, a denser one to
-            # its knn_k nearest (the first knn_k slots, topk being sorted)
-            n_valid = valid.sum(dim=1)
-            small = n_valid <= dense_max_channels
-            widest_small = int(n_valid[small].max()) if bool(small.any()) else 0
-            n_slots = min(C, max(knn_k, widest_small))
-            ranked = distance.masked_fill(~key_valid, torch.finfo(distance.dtype).max)
-            distance, neighbours = ranked.topk(n_slots, dim=-1, largest=False)
-            key_valid = torch.gather(valid, 1, neighbours.flatten(1)).view(B, C, n_slots)
-            allowed = torch.where(small, n_slots, knn_k)
-            slot_ok = torch.arange(n_slots, device=valid.device) < allowed[:, None]
-            key_valid = key_valid & slot_ok[:, None, :]
-            distance = distance.masked_fill(~key_valid, 0.0)
-        rbf = rbf_expand(distance, n_rbf, max_distance=2.0)
-    return SpatialContext(valid=valid, neighbours=neighbours, rbf=rbf, key_valid=key_valid)
-
-
-def _gather_channels(t: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
-    """``t (B, C, F)``, ``neighbours (B, C, k)`` -> ``(B, C, k, F)`` rows of each neighbour."""
-    B, C, k = neighbours.shape
-    offsets = torch.arange(B, device=t.device)[:, None, None] * t.shape[1]
-    return (
-        t.reshape(-1, t.shape[-1])
-        .index_select(0, (neighbours + offsets).flatten())
-        .view(B, C, k, t.shape[-1])
-    )
-
-
-def _knn_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    neighbours: torch.Tensor,
-    bias: torch.Tensor,
-    num_heads: int,
-    dropout_p: float = 0.0,
+def _blocked_knn_attention(
+    qkv: torch.Tensor, members: torch.Tensor, keys: torch.Tensor, slot: torch.Tensor,
+    bias: torch.Tensor, num_heads: int, dropout_p: float,
 ) -> torch.Tensor:
-    """Attention of each query channel to its gathered neighbours.
+    """Exact kNN attention, one block of nearby queries at a time.
 
-    ``q: (B, Cq, P, D)`` (a chunk of query channels), ``k, v: (B, C, P, D)``,
-    ``neighbours: (B, Cq, k)`` indices into C, ``bias: (B, Cq, k, H)`` with masked keys at a
-    large negative value. Returns ``(B, Cq, P, D)``. Each query meets its own k keys only once,
-    so this is a gather plus batched dot products (memory-bound), not a matrix product.
+    ``qkv: (B, C, P, 3D)``; ``members (B, G, m)`` query channels of each block; ``keys (B, G, U)``
+    the union of their neighbours; ``slot (B, C)`` each channel's place in the ``G * m`` block
+    order; ``bias (B, G, m, U, H)`` with non-neighbours at a large negative value.
+    Returns ``(B, C, P, D)``.
+
+    Heads are laid out ``(P, H, B * C, hd)`` once, so gathering a block's queries and keys is a
+    plain row selection and the scores are batched ``(m, hd) @ (hd, U)`` products. Written
+    out rather than through SDPA: on CPU its math path adds NaN-guard passes over every score.
     """
-    B, Cq, P, D = q.shape
-    n_nb = neighbours.shape[-1]
+    B, C, P, D3 = qkv.shape
+    D = D3 // 3
     H = num_heads
     hd = D // H
-    k_nb = _gather_channels(k.reshape(B, -1, P * D), neighbours).view(B, Cq, n_nb, P, H, hd)
-    v_nb = _gather_channels(v.reshape(B, -1, P * D), neighbours).view(B, Cq, n_nb, P, H, hd)
-    scores = (q.view(B, Cq, 1, P, H, hd) * k_nb).sum(-1) * hd**-0.5  # (B, Cq, k, P, H)
-    attn = (scores + bias[:, :, :, None, :]).softmax(dim=2)
+    G, m = members.shape[1:]
+    U = keys.shape[-1]
+    heads = qkv.view(B, C, P, 3, H, hd).permute(3, 2, 4, 0, 1, 5).reshape(3, P, H, B * C, hd)
+    offsets = torch.arange(B, device=qkv.device)[:, None] * C
+    q = heads[0].index_select(2, (members.view(B, -1) + offsets).flatten())
+    key_rows = (keys.view(B, -1) + offsets).flatten()
+    k = heads[1].index_select(2, key_rows).view(P, H, B, G, U, hd)
+    v = heads[2].index_select(2, key_rows).view(P, H, B, G, U, hd)
+    scores = (q.view(P, H, B, G, m, hd) * hd**-0.5) @ k.transpose(-1, -2)  # (P, H, B, G, m, U)
+    attn = (scores + bias.permute(4, 0, 1, 2, 3)).softmax(dim=-1)
     if dropout_p > 0:
         attn = F.dropout(attn, dropout_p)
-    return (attn[..., None] * v_nb).sum(dim=2).reshape(B, Cq, P, D)
-
-
-def knn_attention(
-    q: torch.Tensor,
-    k: torch.Tensor,
-    v: torch.Tensor,
-    neighbours: torch.Tensor,
-    bias: torch.Tensor,
-    num_heads: int,
-    *,
-    dropout_p: float = 0.0,
-    recompute: bool = True,
-    max_gathered: int = 1 << 25,
-) -> torch.Tensor:
-    """Sparse spatial attention over the k nearest channels, in chunks of query channels.
-
-    The gathered keys/values are k times larger than the tokens; with ``recompute`` each chunk
-    is checkpointed (recomputed in backward), so memory stays bounded by ``max_gathered``
-    elements per chunk instead of growing with every layer.
-    """
-    B, C, P, D = q.shape
-    chunk = max(1, max_gathered // max(1, B * neighbours.shape[-1] * P * D))
-    outputs = []
-    for start in range(0, C, chunk):
-        part = slice(start, start + chunk)
-        args = (q[:, part], k, v, neighbours[:, part], bias[:, part], num_heads, dropout_p)
-        if recompute and torch.is_grad_enabled():
-            outputs.append(checkpoint(_knn_attention, *args, use_reentrant=False))
-        else:
-            outputs.append(_knn_attention(*args))
-    return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=1)
+    out = (attn @ v).view(P, H, B * G * m, hd)
+    slot_rows = (slot + torch.arange(B, device=qkv.device)[:, None] * (G * m)).flatten()
+    out = out.index_select(2, slot_rows).view(P, H, B, C, hd)
+    return out.permute(2, 3, 0, 1, 4).reshape(B, C, P, D)
 
 
 class SpatialAttention(nn.Module):
@@ -159,7 +66,7 @@ class SpatialAttention(nn.Module):
         n_rbf: int = 16,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
-        checkpoint_knn: bool = True,
+        checkpoint_knn: bool = False,
     ) -> None:
         super().__init__()
         if dim % num_heads:
@@ -173,7 +80,7 @@ class SpatialAttention(nn.Module):
         self.checkpoint_knn = checkpoint_knn
 
     def _bias(self, ctx: SpatialContext, dtype: torch.dtype) -> torch.Tensor:
-        """``(B, C, S, H)`` learned distance bias, masked keys at a large negative value."""
+        """Learned distance bias ``(..., queries, keys, H)``, non-keys at a large negative value."""
         bias = self.distance_bias(ctx.rbf.to(dtype))
         # finite (not -inf): a row without any valid key then stays finite instead of NaN
         return bias.masked_fill(~ctx.key_valid[..., None], torch.finfo(dtype).min / 2)
@@ -182,30 +89,25 @@ class SpatialAttention(nn.Module):
         """``x (B, C, P, D)`` -> ``(B, C, P, D)``."""
         B, C, P, D = x.shape
         H = self.num_heads
+        dropout_p = self.attn_drop if self.training else 0.0
         bias = self._bias(ctx, x.dtype)
-        q, k, v = self.qkv(x).chunk(3, dim=-1)
-        if ctx.neighbours is None:
+        qkv = self.qkv(x)
+        if ctx.members is None:
             # (B * P, H, C, hd); the bias (B, H, C, C) is repeated over patches
-            q, k, v = (
-                t.view(B, C, P, H, D // H).permute(0, 2, 3, 1, 4).reshape(B * P, H, C, D // H)
-                for t in (q, k, v)
-            )
-            mask = bias.permute(0, 3, 1, 2)[:, None].expand(B, P, H, C, C).reshape(B * P, H, C, C)
-            out = F.scaled_dot_product_attention(
-                q, k, v, attn_mask=mask, dropout_p=self.attn_drop if self.training else 0.0
-            )
+            q, k, v = (t.view(B, C, P, H, D // H).permute(0, 2, 3, 1, 4).reshape(
+                B * P, H, C, D // H) for t in qkv.chunk(3, dim=-1))
+            mask = bias.permute(0, 3, 1, 2)[:, None].expand(B, P, H, C, C).reshape(
+                B * P, H, C, C)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
             out = out.view(B, P, H, C, D // H).permute(0, 3, 1, 2, 4).reshape(B, C, P, D)
         else:
-            out = knn_attention(
-                q,
-                k,
-                v,
-                ctx.neighbours,
-                bias,
-                H,
-                recompute=self.checkpoint_knn,
-                dropout_p=self.attn_drop if self.training else 0.0,
-            )
+            args = (qkv, ctx.members, ctx.keys, ctx.slot, bias, H, dropout_p)
+            if self.checkpoint_knn and torch.is_grad_enabled():
+                # trade compute for memory on very dense montages: the gathered key blocks
+                # and scores are recomputed in backward instead of kept for every layer
+                out = checkpoint(_blocked_knn_attention, *args, use_reentrant=False)
+            else:
+                out = _blocked_knn_attention(*args)
         return self.proj_drop(self.proj(out))
 
 
@@ -246,7 +148,7 @@ class SpatioTemporalBlock(nn.Module):
         drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
-        checkpoint_knn: bool = True,
+        checkpoint_knn: bool = False,
     ) -> None:
         super().__init__()
         self.norm_spatial = nn.LayerNorm(dim)

@@ -14,7 +14,7 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-from eegfm.models.attention import SpatialContext, SpatioTemporalBlock, build_spatial_context
+from eegfm.models.attention import SpatioTemporalBlock
 from eegfm.models.embedding import (
     ElectrodeEmbedding,
     PatchEmbedding,
@@ -22,6 +22,7 @@ from eegfm.models.embedding import (
     amplitude_features,
     robust_scale,
 )
+from eegfm.models.neighbours import SpatialContext, build_spatial_context
 
 
 @dataclass
@@ -60,6 +61,7 @@ class EEGEncoder(nn.Module):
         n_rbf: int = 16,
         knn_k: int = 32,
         dense_max_channels: int = 64,
+        knn_block: int = 32,
         conv_channels: int = 8,
         conv_kernel: int = 25,
         conv_stride: int = 10,
@@ -69,7 +71,7 @@ class EEGEncoder(nn.Module):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
-        checkpoint_knn: bool = True,
+        checkpoint_knn: bool = False,
         num_classes: int = 0,
     ) -> None:
         super().__init__()
@@ -84,6 +86,7 @@ class EEGEncoder(nn.Module):
         self.n_rbf = n_rbf
         self.knn_k = knn_k
         self.dense_max_channels = dense_max_channels
+        self.knn_block = knn_block
         self.scale_floor_uv = scale_floor_uv
         self.clip = clip
 
@@ -180,6 +183,7 @@ class EEGEncoder(nn.Module):
             n_rbf=self.n_rbf,
             knn_k=self.knn_k,
             dense_max_channels=self.dense_max_channels,
+            block_size=self.knn_block,
         )
         return EncoderInputs(
             x_norm,

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from eegfm.models import create_model
-from eegfm.models.attention import build_spatial_context
+from eegfm.models.attention import SpatialAttention
+from eegfm.models.neighbours import build_spatial_context
 
 
 def test_knn_path_equals_dense_path_when_k_covers_all(make_batch):
@@ -44,14 +46,40 @@ def test_knn_restricts_each_channel_to_its_nearest_valid_electrodes(make_batch):
     valid = torch.ones(1, 80, dtype=torch.bool)
     valid[0, :5] = False
     ctx = build_spatial_context(coords, valid, head_radius_m=0.09, n_rbf=8, knn_k=8,
-                                dense_max_channels=64)
-    assert ctx.neighbours.shape == (1, 80, 8)
+                                dense_max_channels=64, block_size=16)
     distance = torch.cdist(coords, coords)[0]
     distance[:, :5] = float("inf")
     expected = distance.topk(8, dim=-1, largest=False).indices
-    assert torch.equal(ctx.neighbours[0].sort(dim=-1).values, expected.sort(dim=-1).values)
-    assert ctx.key_valid.all()
-    assert ctx.rbf.shape == (1, 80, 8, 8)
+    assert torch.equal(ctx.neighbours[0, :, :8].sort(dim=-1).values,
+                       expected.sort(dim=-1).values)
+    # every query's allowed keys in its block are exactly its 8 nearest valid channels
+    for g in range(ctx.members.shape[1]):
+        for i, channel in enumerate(ctx.members[0, g].tolist()):
+            allowed = set(ctx.keys[0, g][ctx.key_valid[0, g, i]].tolist())
+            assert allowed == set(expected[channel].tolist())
+    assert ctx.keys.shape[-1] < 16 * 8  # blocks share neighbours
+
+
+@pytest.mark.parametrize(("knn_k", "block_size"), [(6, 4), (12, 32), (1, 8)])
+def test_blocked_knn_attention_equals_masked_dense_attention(make_batch, knn_k, block_size):
+    torch.manual_seed(0)
+    layer = SpatialAttention(32, 4, n_rbf=8).eval()
+    torch.nn.init.normal_(layer.distance_bias.weight)  # a non-trivial distance bias
+    _, coords = make_batch(2, 50)
+    tokens = torch.randn(2, 50, 3, 32)
+    valid = torch.ones(2, 50, dtype=torch.bool)
+    valid[1, 40:] = False
+    sparse = build_spatial_context(coords, valid, head_radius_m=0.09, n_rbf=8, knn_k=knn_k,
+                                   dense_max_channels=10, block_size=block_size)
+    dense = build_spatial_context(coords, valid, head_radius_m=0.09, n_rbf=8, knn_k=knn_k,
+                                  dense_max_channels=100)
+    # reference: dense attention whose mask allows each query its kNN set only
+    allowed = torch.zeros(2, 50, 50, dtype=torch.bool)
+    allowed.scatter_(2, sparse.neighbours[:, :, :knn_k], True)
+    dense.key_valid = allowed & valid[:, None, :]
+    with torch.no_grad():
+        torch.testing.assert_close(layer(tokens, sparse), layer(tokens, dense), atol=1e-5,
+                                   rtol=1e-5)
 
 
 def test_far_channels_do_not_affect_a_query_in_one_sparse_layer(make_batch):
