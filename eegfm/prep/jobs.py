@@ -378,7 +378,8 @@ def _partition_lock(out_dir: Path, layout: _Layout) -> Iterator[None]:
 
 def _write_failures(path: Path, summary: PrepSummary) -> None:
     records = summary.failures + summary.duplicates
-    write_jsonl_atomic(path, [json.dumps(r, ensure_ascii=False) for r in records])
+    # not fsynced: a crash loses nothing a rerun does not write again (failures are retried)
+    write_jsonl_atomic(path, [json.dumps(r, ensure_ascii=False) for r in records], durable=False)
 
 
 def _record(outcome: dict, writer: ShardWriter, summary: PrepSummary, fingerprints: dict) -> None:

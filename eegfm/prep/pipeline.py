@@ -208,6 +208,14 @@ def prepare(
     )
 
 
+def _output_array(prepared: PreparedRecording) -> np.ndarray:
+    """(C, n_out) float32 for the cleaned signal; zeroed only where pauses leave it unwritten."""
+    shape = (len(prepared.picks), prepared.plan.n_out)
+    pieces = prepared.plan.pieces
+    covered = len(pieces) == 1 and pieces[0][2] == 0 and pieces[0][3] == shape[1]
+    return np.empty(shape, np.float32) if covered else np.zeros(shape, np.float32)
+
+
 class ScratchBuffer:
     """A (C, T) float32 array on disk, stored time-major, sliced as `buffer[:, a:b]`."""
 
@@ -268,7 +276,7 @@ def process_raw(
     prepared = prepare(
         raw, config, recording_id=recording_id, attrs=attrs, montage=montage, event_id=event_id
     )
-    data = np.zeros((len(prepared.picks), prepared.plan.n_out), dtype=np.float32)
+    data = _output_array(prepared)
 
     def store(m0: int, block: np.ndarray) -> None:
         """Put one cleaned block in place."""
@@ -316,7 +324,7 @@ def write_raw(
     in_memory = scratch_dir is None or 4 * shape[0] * shape[1] <= config.chunk_mb * 1e6
     with contextlib.ExitStack() as stack:
         if in_memory:
-            buffer = np.zeros(shape, np.float32)
+            buffer = _output_array(prepared)
         else:
             handle = stack.enter_context(tempfile.TemporaryFile(dir=scratch_dir))
             buffer = ScratchBuffer(handle.fileno(), shape)

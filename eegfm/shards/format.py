@@ -139,16 +139,18 @@ def read_manifest(root: os.PathLike) -> list[ManifestEntry]:
     return entries
 
 
-def write_jsonl_atomic(path: os.PathLike, lines: Iterable[str]) -> None:
-    """Replace a JSON-lines file atomically (temporary file, fsync, rename)."""
+def write_jsonl_atomic(path: os.PathLike, lines: Iterable[str], durable: bool = True) -> None:
+    """Replace a JSON-lines file atomically (temporary file, fsync if durable, rename)."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.writelines(line + "\n" for line in lines)
-        handle.flush()
-        os.fsync(handle.fileno())
+        if durable:
+            handle.flush()
+            os.fsync(handle.fileno())
     os.replace(tmp, path)
-    fsync_dir(path.parent)
+    if durable:
+        fsync_dir(path.parent)
 
 
 def fsync_dir(directory: Path) -> None:
