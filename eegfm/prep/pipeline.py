@@ -62,33 +62,7 @@ def pick_eeg(raw: mne.io.BaseRaw) -> tuple[list[int], list[int]]:
     )
 
 
-FILE_LAYOUT = "file_layout"  # montage value: trust the reader's own channel layout (opt-in)
-
-
-def file_layout_montage(raw: mne.io.BaseRaw, source: str) -> mne.channels.DigMontage:
-    """The reader's own channel positions scaled to a head, for `montages: ... file_layout`.
-
-    Some readers hold only a display layout (Neuroscan CNT: 2-D positions projected on a unit
-    sphere), which `locate_channels` rightly ignores; a user who accepts it as approximate
-    geometry opts in per file with this montage value.
-    """
-    import mne
-
-    from eegfm.montage.user import HEAD_RADIUS_M
-
-    montage = raw.get_montage()
-    positions = {} if montage is None else montage.get_positions()["ch_pos"]
-    positions = {name: pos for name, pos in positions.items() if np.isfinite(pos).all()}
-    if not positions:
-        raise PrepError(
-            f"{source}: montage '{FILE_LAYOUT}' is configured but the file holds "
-            "no channel positions"
-        )
-    radius = float(np.median(np.linalg.norm(np.array(list(positions.values())), axis=1)))
-    scale = HEAD_RADIUS_M / radius
-    return mne.channels.make_dig_montage(
-        {n: p * scale for n, p in positions.items()}, coord_frame="head"
-    )
+FILE_LAYOUT = "file_layout"  # montage value: place the header's 2-D display layout (opt-in)
 
 
 def locate(
@@ -99,10 +73,15 @@ def locate(
 
     from eegfm.montage import locate_channels
 
-    if isinstance(montage, str) and montage == FILE_LAYOUT:
-        montage = file_layout_montage(raw, source)
+    # 'file_layout' accepts a header's 2-D display layout (Neuroscan CNT), which the montage
+    # package places on the template head only when asked
+    header_layout = isinstance(montage, str) and montage == FILE_LAYOUT
+    if header_layout:
+        montage = None
     try:
-        return locate_channels(mne.pick_info(raw.info, eeg_picks), montage)
+        return locate_channels(
+            mne.pick_info(raw.info, eeg_picks), montage, header_layout=header_layout
+        )
     except (OSError, ValueError, TypeError) as error:
         raise PrepError(
             f"{source}: the configured montage {montage!r} cannot be used "
