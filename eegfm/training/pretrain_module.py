@@ -102,12 +102,17 @@ class MaskedPretrainModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.encoder = create_model(encoder, **(encoder_overrides or {}))
-        self.pretrainer = MaskedPretrainer(self.encoder, **(pretrainer or {}))
+        model = create_model(encoder, **(encoder_overrides or {}))
+        self.pretrainer = MaskedPretrainer(model, **(pretrainer or {}))
         self.step_metrics: dict[str, Any] = {}
         self._metric_keys: list[str] | None = None
         self.nonfinite_steps = 0  # total skipped updates (kept in checkpoints)
         self._consecutive_nonfinite = 0
+
+    @property
+    def encoder(self) -> nn.Module:
+        """The encoder being pretrained (owned by the pretrainer)."""
+        return self.pretrainer.encoder
 
     @property
     def patch_len(self) -> int:
