@@ -22,7 +22,7 @@ from eegfm.models.embedding import (
     amplitude_features,
     robust_scale,
 )
-from eegfm.models.neighbours import SpatialContext, build_spatial_context
+from eegfm.models.neighbours import SpatialContext, build_spatial_context, init_distance_bias
 
 
 @dataclass
@@ -121,9 +121,8 @@ class EEGEncoder(nn.Module):
         self.fc_norm = nn.LayerNorm(embed_dim)
         self.head: nn.Module = nn.Identity()
         self.apply(_init_weights)
-        for block in self.blocks:  # distance bias starts at zero: plain attention at init
-            nn.init.zeros_(block.spatial.distance_bias.weight)
-            nn.init.zeros_(block.spatial.distance_bias.bias)
+        for block in self.blocks:
+            init_distance_bias(block.spatial.distance_bias)
         self.reset_head(num_classes)
 
     @property

@@ -52,6 +52,29 @@ def rbf_expand(distance: torch.Tensor, n_rbf: int, max_distance: float) -> torch
     return torch.exp(-(((distance[..., None] - centres) / width) ** 2))
 
 
+def init_distance_bias(linear: torch.nn.Linear, max_distance: float = 2.0,
+                       slopes: tuple[float, float] = (0.5, 16.0)) -> None:
+    """Start a ``Linear(n_rbf, H)`` distance bias as ``-slope_h * d`` (ALiBi-like, d in radii).
+
+    Slopes are spaced geometrically over the heads, so some heads start local and others
+    global. Without this prior, attention starts uniform over all electrodes, which averages
+    an average-referenced montage to nearly zero, and the bias has to grow from nothing.
+    """
+    n_rbf, n_heads = linear.in_features, linear.out_features
+    with torch.no_grad():
+        # explicit CPU: the fit must run even when the model is built on the meta device
+        grid = torch.linspace(0.0, max_distance, 200, dtype=torch.float64, device="cpu")
+        features = rbf_expand(grid, n_rbf, max_distance)  # (200, R)
+        low, high = slopes
+        slope = torch.logspace(math.log10(low), math.log10(high), n_heads, dtype=torch.float64,
+                               device="cpu")
+        target = -grid[:, None] * slope  # (200, H)
+        design = torch.cat([features, torch.ones_like(grid)[:, None]], dim=1)
+        solution = torch.linalg.lstsq(design, target).solution  # (R + 1, H)
+        linear.weight.copy_(solution[:-1].T.to(linear.weight.dtype))
+        linear.bias.copy_(solution[-1].to(linear.bias.dtype))
+
+
 def hilbert_index(x: torch.Tensor, y: torch.Tensor, bits: int) -> torch.Tensor:
     """Position along a Hilbert curve of integer grid points ``x, y`` in ``[0, 2**bits)``."""
     n = 1 << bits

@@ -94,3 +94,15 @@ def test_far_channels_do_not_affect_a_query_in_one_sparse_layer(make_batch):
         before = model.forward_features(x, coords)[0, 0]
         after = model.forward_features(changed, coords)[0, 0]
     torch.testing.assert_close(before, after)
+
+
+def test_distance_bias_starts_as_a_decreasing_function_of_distance():
+    from eegfm.models.neighbours import rbf_expand
+
+    layer = create_model("eegfm_tiny").blocks[0].spatial
+    distance = torch.linspace(0, 2, 21)
+    with torch.no_grad():
+        bias = layer.distance_bias(rbf_expand(distance, 16, 2.0))  # (21, H)
+    assert torch.all(bias[1:] < bias[:-1])
+    slopes = (bias[0] - bias[-1]) / 2
+    assert slopes.max() / slopes.min() > 10  # local and global heads

@@ -147,3 +147,14 @@ def test_bad_inputs_raise_clear_errors(tiny_model, make_batch):
         tiny_model(x, coords[:, :3])
     with pytest.raises(ValueError, match="channel_mask"):
         tiny_model(x, coords, torch.ones(1, 5, dtype=torch.bool))
+
+
+def test_1132_channels_forward_backward_on_cpu(make_batch):
+    # the densest montage the platform targets, batch 1 x 4 s; peak RSS ~1.2 GB (docs/models.md)
+    torch.manual_seed(0)
+    model = create_model("eegfm_tiny")
+    x, coords = make_batch(1, 1132)
+    tokens = model.forward_features(x, coords)
+    assert tokens.shape == (1, 1132, 4, model.embed_dim)
+    tokens.pow(2).mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
