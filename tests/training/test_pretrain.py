@@ -8,6 +8,7 @@ through `--trainer.callbacks+=test_pretrain.<Name>` with this folder on PYTHONPA
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -35,10 +36,17 @@ FORMATS = [
 
 class CrashAfterStep(L.Callback):
     """Die like a killed job right after optimizer step `step`, with the rows logged since the
-    last checkpoint already on disk (as a periodic flush leaves them)."""
+    last checkpoint already on disk (as a periodic flush leaves them). With `signal_step`, first
+    send SIGUSR1 to this process in the middle of the step after `signal_step` (between forward
+    and backward), as SLURM does before a time limit: Lightning's handler writes
+    RUN_DIR/hpc_ckpt_1.ckpt there and tries `scontrol requeue` (absent here: it only warns)."""
 
-    def __init__(self, step: int) -> None:
-        self.step = step
+    def __init__(self, step: int, signal_step: int | None = None) -> None:
+        self.step, self.signal_step = step, signal_step
+
+    def on_before_backward(self, trainer: L.Trainer, *args: object) -> None:
+        if trainer.global_step == self.signal_step:
+            os.kill(os.getpid(), signal.SIGUSR1)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
         if trainer.global_step == self.step:
@@ -66,10 +74,17 @@ def shards(tmp_path_factory: pytest.TempPathFactory, eegmat_dir: Path, formats_d
     return out
 
 
-def pretrain(shards: Path, run_dir: Path, *args: str, launcher: list[str] | None = None):
+def pretrain(
+    shards: Path,
+    run_dir: Path,
+    *args: str,
+    launcher: list[str] | None = None,
+    env: dict[str, str] | None = None,
+):
     """Run `eegfm pretrain` with the tiny config in a subprocess."""
     env = {
         **os.environ,
+        **(env or {}),
         "OMP_NUM_THREADS": "1",  # two cores shared by the suite: avoid thread oversubscription
         "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(__file__).parent)]),
     }
@@ -93,9 +108,9 @@ def test_cpu_pretraining_loss_falls_and_a_killed_run_resumes_exactly(
     shards: Path, tmp_path: Path
 ) -> None:
     """tiny.yaml as shipped (300 steps): checkpoints, encoder export, falling loss. Then the
-    same run killed after step 8 (checkpoints every 5) and resumed: steps 1..14 match the
+    same run requeued by SLURM's signal, killed, and resumed: steps 1..14 match the
     uninterrupted run and metrics.csv holds each step once. (One test, so the 300-step
-    reference run is shared on any xdist worker.)"""
+    reference run is not repeated on another xdist worker.)"""
     run = tmp_path / "run"
     check_ok(pretrain(shards, run))
     rows = read_csv_rows(run / "metrics.csv")
@@ -116,17 +131,28 @@ def test_cpu_pretraining_loss_falls_and_a_killed_run_resumes_exactly(
         assert torch.equal(value, state["state_dict"][f"pretrainer.encoder.{name}"]), name
     assert (run / "config.yaml").is_file()
 
-    # Kill after step 8 (last checkpoint: step 5; rows 6.. already flushed), resume to step 14.
+    # The same run as a SLURM job (checkpoints every 6 steps, 1 worker): the requeue signal
+    # lands inside step 9 (Lightning saves hpc_ckpt_1 at step 8), training goes on, the job
+    # dies after step 11 with rows 9-11 on disk. The resume starts from the newer hpc
+    # checkpoint (not last.ckpt of step 6), drops rows 9-11 and continues to step 14.
     resumed = tmp_path / "resumed"
-    args = ["--checkpoint.every_n_train_steps", "5", "--data.num_workers", "1"]
-    crash = ["--trainer.callbacks+=test_pretrain.CrashAfterStep", "--trainer.callbacks.step=8"]
-    killed = pretrain(shards, resumed, *args, *crash)
+    args = ["--checkpoint.every_n_train_steps", "6", "--data.num_workers", "1"]
+    crash = [
+        "--trainer.callbacks+=test_pretrain.CrashAfterStep",
+        "--trainer.callbacks.step=11",
+        "--trainer.callbacks.signal_step=8",
+    ]
+    slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "pretrain", "SLURM_JOB_ID": "4242"}
+    slurm |= {"SLURM_NODELIST": "localhost", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
+    killed = pretrain(shards, resumed, *args, *crash, env={**slurm, "SLURM_NODEID": "0"})
     assert killed.returncode == 3, killed.stderr[-3000:]
+    assert (resumed / "hpc_ckpt_1.ckpt").is_file(), killed.stderr[-3000:]
     partial = [int(r["step"]) for r in read_csv_rows(resumed / "metrics.csv")]
-    assert partial == list(range(1, len(partial) + 1)) and len(partial) > 5, "rows past ckpt 5"
+    assert partial == list(range(1, 11)), "rows up to the crash, flushed"
     result = pretrain(shards, resumed, *args, "--trainer.max_steps", "14")
     check_ok(result)
     assert "resuming from" in result.stdout + result.stderr
+    assert "hpc_ckpt_1.ckpt" in result.stdout + result.stderr
     again = read_csv_rows(resumed / "metrics.csv")
     assert [int(r["step"]) for r in again] == list(range(1, 15)), "every step exactly once"
     for a, b in zip(rows[:14], again, strict=True):
