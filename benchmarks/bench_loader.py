@@ -1,10 +1,12 @@
 """Pretraining loader throughput: windows/s per DataLoader worker, eegfm shards vs braindecode.
 
 Builds the same recordings three ways from real eegmat EDFs (resampled to 200 Hz, channels
-tiled to 22 and 64 so both loaders read identical arrays): eegfm shards read through
+tiled to 22 and 64 so every loader reads identical arrays): eegfm shards read through
 `PretrainDataModule`'s loader, and braindecode windows from `create_fixed_length_windows` on
 lazily read FIF raws (preload=False) and preloaded. Every loader draws shuffled 4 s windows in
-batches and is iterated like training would (collate included).
+batches and is iterated like training would (collate included). A fourth row, "no-I/O
+ceiling", runs the shard loader's collate over a dataset that reads nothing: what the
+DataLoader itself (worker -> main process transfer) allows on this machine.
 
     python benchmarks/bench_loader.py [--eegmat ../shared/eeg/eegmat] [--seconds 3]
 """
@@ -101,6 +103,35 @@ def shard_loader(root: Path, workers: int, batch_size: int) -> DataLoader:
     )
 
 
+class ConstantWindows(torch.utils.data.Dataset):
+    """The shard dataset's sample without reading anything: the DataLoader's own ceiling."""
+
+    def __init__(self, n_channels: int) -> None:
+        self.sample = {
+            "x": np.random.default_rng(0).normal(size=(n_channels, int(4 * SFREQ))).astype("f4"),
+            "coords": np.zeros((n_channels, 3), np.float32),
+            "ref_coords": np.full((n_channels, 3), np.nan, np.float32),
+            "recording_id": "constant",
+            "recording_index": 0,
+            "start": 0,
+        }
+
+    def __len__(self) -> int:
+        return 10**9
+
+    def __getitem__(self, index: int) -> dict:
+        return self.sample
+
+
+def ceiling_loader(n_channels: int, workers: int, batch_size: int) -> DataLoader:
+    """Same collate and batch size as the shard loader, no I/O: transfer cost only."""
+    extra = {"persistent_workers": True} if workers else {}
+    dataset = ConstantWindows(n_channels)
+    return DataLoader(
+        dataset, batch_size=batch_size, num_workers=workers, collate_fn=pad_collate, **extra
+    )
+
+
 def braindecode_loader(fifs: list[Path], preload: bool, workers: int, batch_size: int):
     """braindecode fixed-length windows (lazy raws when preload=False), shuffled."""
     from braindecode.datasets import BaseConcatDataset, RawDataset
@@ -152,6 +183,7 @@ def main() -> None:
             for workers in args.workers:
                 candidates = [
                     ("eegfm shards", shard_loader, (shards, workers, args.batch_size)),
+                    ("no-I/O ceiling", ceiling_loader, (C, workers, args.batch_size)),
                     (
                         "braindecode lazy",
                         braindecode_loader,

@@ -164,3 +164,59 @@ def test_loader_state_resumes_mid_epoch(workers: int) -> None:
     resumed.batch_sampler.set_epoch(2)
     assert _starts(partial + list(resumed)) == _starts(full)
     assert _starts(list(resumed)) == _starts(full), "the next epoch pass starts from batch 0"
+
+
+def _batches(n: int = 4) -> list[dict]:
+    """Tiny in-memory batches (2 windows, 3 channels, 2 s)."""
+    g = torch.Generator().manual_seed(0)
+    return [
+        {
+            "x": torch.randn(2, 3, 400, generator=g) * 10,
+            "coords": torch.randn(2, 3, 3, generator=g) * 0.05,
+            "ref_coords": torch.full((2, 3, 3), float("nan")),
+            "channel_mask": torch.ones(2, 3, dtype=torch.bool),
+        }
+        for _ in range(n)
+    ]
+
+
+@pytest.mark.parametrize("mode", ["skip", "raise"])
+def test_nonfinite_gradient_is_skipped_or_raises(mode: str, tmp_path: Path) -> None:
+    import lightning as L
+
+    from eegfm.training.pretrain_module import MaskedPretrainModule
+
+    torch.manual_seed(0)
+    module = MaskedPretrainModule(warmup_steps=1, nonfinite=mode, max_consecutive_nonfinite=5)
+    trainer = L.Trainer(
+        max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    before: dict[str, torch.Tensor] = {}
+
+    class PoisonStep2(L.Callback):
+        """A NaN gradient in step 3 (batch 2), as a bf16 overflow would leave it."""
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+            if batch_idx == 2:
+                before.update({k: v.clone() for k, v in pl_module.state_dict().items()})
+
+        def on_after_backward(self, trainer, pl_module) -> None:
+            if trainer.fit_loop.epoch_loop.batch_idx == 2:
+                next(p for p in pl_module.parameters() if p.grad is not None).grad[0] = torch.nan
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            if batch_idx == 2:
+                assert pl_module.step_metrics["skipped"] == 1.0
+                for k, v in pl_module.state_dict().items():
+                    assert torch.equal(v, before[k]), f"{k} changed by a skipped update"
+
+    trainer.callbacks.append(PoisonStep2())
+    loader = torch.utils.data.DataLoader(_batches(), batch_size=None)
+    if mode == "raise":
+        with pytest.raises(FloatingPointError, match="non-finite gradient at step 2"):
+            trainer.fit(module, loader)
+        return
+    trainer.fit(module, loader)
+    assert module.nonfinite_steps == 1 and trainer.global_step == 4
+    assert all(torch.isfinite(p).all() for p in module.parameters())
