@@ -81,7 +81,7 @@ class SpatialAttention(nn.Module):
 
     def _bias(self, ctx: SpatialContext, dtype: torch.dtype) -> torch.Tensor:
         """Learned distance bias ``(..., queries, keys, H)``, non-keys at a large negative value."""
-        bias = self.distance_bias(ctx.rbf.to(dtype))
+        bias = self.distance_bias(ctx.rbf.to(dtype)).to(dtype)
         # finite (not -inf): a row without any valid key then stays finite instead of NaN
         return bias.masked_fill(~ctx.key_valid[..., None], torch.finfo(dtype).min / 2)
 
@@ -90,8 +90,8 @@ class SpatialAttention(nn.Module):
         B, C, P, D = x.shape
         H = self.num_heads
         dropout_p = self.attn_drop if self.training else 0.0
-        bias = self._bias(ctx, x.dtype)
         qkv = self.qkv(x)
+        bias = self._bias(ctx, qkv.dtype)  # the attention dtype (bf16 under autocast)
         if ctx.members is None:
             # (B * P, H, C, hd); the bias (B, H, C, C) is repeated over patches
             q, k, v = (t.view(B, C, P, H, D // H).permute(0, 2, 3, 1, 4).reshape(

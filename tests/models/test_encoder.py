@@ -158,3 +158,12 @@ def test_1132_channels_forward_backward_on_cpu(make_batch):
     assert tokens.shape == (1, 1132, 4, model.embed_dim)
     tokens.pow(2).mean().backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.parametrize("channels", [19, 100])  # dense and kNN paths
+def test_bf16_autocast_stays_finite(tiny_model, make_batch, channels):
+    x, coords = make_batch(2, channels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        tokens = tiny_model.train().forward_features(x, coords)
+    tokens.float().pow(2).mean().backward()
+    assert torch.isfinite(tokens).all()
