@@ -136,8 +136,8 @@ def run_finetune(config: FinetuneConfig | str | Path | Mapping | None = None,
                      "(no pretrained model in this report).")
         if not models:
             raise ConfigError("models: only 'pretrained' was asked for, but no --checkpoint given")
-    pretrained = from_pretrained(cfg.checkpoint) if cfg.checkpoint and "pretrained" in models \
-        else None
+    # random_init copies the checkpoint's architecture when there is one (the fair ablation)
+    pretrained = from_pretrained(cfg.checkpoint) if cfg.checkpoint else None
     reference = pretrained or create_model(cfg.encoder, **cfg.encoder_options)
     uses_encoder = any(m in ENCODER_MODELS for m in models)
     roots = [] if isinstance(cfg.data, str) and cfg.data.startswith("moabb:") else [

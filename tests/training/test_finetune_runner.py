@@ -173,3 +173,16 @@ def test_cli_without_checkpoint_runs_random_init_only(tmp_path: Path, shards: Pa
     assert main(["finetune", "--config", TINY, "--data",
                  str(tmp_path / "missing")]) == 2
     assert "not a shard directory" in capsys.readouterr().err
+
+
+def test_same_seed_gives_the_same_report(tmp_path: Path, shards: Path):
+    """Seeds fix splits, initialisation, sampling and the pair-view augmentations."""
+    runs = [run_finetune(config(tmp_path / name, shards, head="shared_routed", seed=5,
+                                models=["random_init"], max_folds=1, save_model=False))
+            for name in ("a", "b")]
+    assert runs[0]["models"]["random_init"]["per_subject"] == \
+        runs[1]["models"]["random_init"]["per_subject"]
+    assert runs[0]["splits"] == runs[1]["splits"]
+    first = pd.read_csv(tmp_path / "a" / "predictions.csv")
+    np.testing.assert_array_equal(first["p_rest"], pd.read_csv(tmp_path / "b" /
+                                                                "predictions.csv")["p_rest"])
