@@ -17,7 +17,6 @@ the largest montage with ``channel_mask``, plus coordinates, labels, subjects an
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,17 +26,12 @@ from typing import Any, Literal
 import numpy as np
 
 from eegfm.data.task_config import ConfigError
+from eegfm.data.task_cuts import Cut, event_cuts, recording_cuts
 from eegfm.data.task_windows import (
     TaskDataError,
     class_map,
     class_names_of,
-    epoch_starts,
-    event_matches,
-    fixed_starts,
-    label_from_pattern,
     peak_to_peak_ok,
-    read_label_csv,
-    recording_keys,
     window_samples,
 )
 
@@ -168,16 +162,6 @@ class TaskSet:
         }
 
 
-@dataclass
-class _Cut:
-    """The windows cut from one recording, before stacking."""
-
-    recording_id: str
-    subject: str
-    starts: np.ndarray
-    raw_labels: list[str]
-
-
 def build_task_set(task: TaskConfig, data: str | Path | Sequence[str | Path], *,
                    multiple_of: int = 1, sfreq: float | None = None, prep_config=None,
                    cache_dir: str | Path | None = None, progress: bool = True) -> TaskSet:
@@ -223,11 +207,11 @@ def build_task_set(task: TaskConfig, data: str | Path | Sequence[str | Path], *,
             raise ConfigError("task.tmin_s < task.tmax_s are needed for type: events "
                               f"(got {task.tmin_s}, {task.tmax_s})")
         length = window_samples(task.tmax_s - task.tmin_s, rate, multiple_of)
-        cuts, info = _event_cuts(task, reader, entries, rate, length)
+        cuts, info = event_cuts(task, reader, entries, rate, length)
     else:
         length = window_samples(task.window_s, rate, multiple_of)
         stride = round((task.stride_s or task.window_s) * rate)
-        cuts, info = _recording_cuts(task, reader, entries, length, stride)
+        cuts, info = recording_cuts(task, reader, entries, length, stride)
     if task.subjects is not None:
         cuts = [cut for cut in cuts if cut.subject in set(map(str, task.subjects))]
         if not cuts:
@@ -235,63 +219,7 @@ def build_task_set(task: TaskConfig, data: str | Path | Sequence[str | Path], *,
     return _stack(task, reader, cuts, info, rate, length, progress)
 
 
-def _recording_cuts(task: TaskConfig, reader, entries, length: int, stride: int):
-    """Fixed windows over each labelled recording."""
-    pattern = re.compile(task.pattern) if task.pattern else None
-    table = read_label_csv(task.csv) if task.label_from == "csv" else {}
-    cuts, unlabelled = [], []
-    for entry in entries:
-        found = _recording_label(task, reader, entry, pattern, table)
-        if found is None:
-            unlabelled.append(entry.recording_id)
-            continue
-        starts = fixed_starts(entry.n_samples, length, stride)
-        subject = found.get("subject") or entry.subject or entry.recording_id
-        cuts.append(_Cut(entry.recording_id, str(subject), starts, [found["label"]] * len(starts)))
-    if not cuts:
-        raise TaskDataError(f"task {task.name!r}: no recording got a label from "
-                            f"{task.label_from} ({task.pattern or task.field or task.csv}); "
-                            f"recordings seen, e.g. {[e.source for e in entries[:3]]}")
-    return cuts, {"unlabelled_recordings": unlabelled}
-
-
-def _recording_label(task: TaskConfig, reader, entry, pattern, table) -> dict | None:
-    if task.label_from == "filename":
-        return label_from_pattern(pattern, [entry.source or "", entry.recording_id])
-    if task.label_from == "csv":
-        for key in recording_keys(entry.recording_id, entry.source):
-            if key in table:
-                return table[key]
-        return None
-    value = getattr(entry, task.field, None)
-    if value is None:
-        value = reader.attrs(entry.recording_id).get(task.field)
-    return None if value is None else {"label": str(value)}
-
-
-def _event_cuts(task: TaskConfig, reader, entries, rate: float, length: int):
-    """Windows around the events named in ``task.classes``."""
-    if task.classes is None:
-        raise ConfigError("task.classes is needed for type: events (event label or code -> "
-                          "class name), e.g. {left_hand: left, right_hand: right}")
-    cuts, outside = [], 0
-    for entry in entries:
-        events = reader.events(entry.recording_id)
-        rows, keys = event_matches(events, task.classes)
-        if not len(rows):
-            continue
-        starts, inside = epoch_starts(events["onset"].to_numpy()[rows], task.tmin_s, rate,
-                                      length, entry.n_samples)
-        outside += int((~inside).sum())
-        cuts.append(_Cut(entry.recording_id, str(entry.subject or entry.recording_id),
-                         starts[inside], [k for k, ok in zip(keys, inside, strict=True) if ok]))
-    if not cuts:
-        raise TaskDataError(f"task {task.name!r}: no event matches task.classes "
-                            f"{list(task.classes)} in {len(entries)} recording(s)")
-    return cuts, {"epochs_outside_recording": outside}
-
-
-def _stack(task: TaskConfig, reader, cuts: list[_Cut], info: dict, rate: float, length: int,
+def _stack(task: TaskConfig, reader, cuts: list[Cut], info: dict, rate: float, length: int,
            progress: bool) -> TaskSet:
     """Read the windows and stack them, padding channels; apply rejection and class mapping."""
     mapping = class_map(task.classes, [lab for cut in cuts for lab in cut.raw_labels])
