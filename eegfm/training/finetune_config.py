@@ -60,7 +60,7 @@ class BaselineConfig:
 class FinetuneConfig:
     """One fine-tuning run: task, data, models, head, protocol, training, output."""
 
-    task: TaskConfig = field(default_factory=TaskConfig)
+    task: TaskConfig | None = None  # required, except for moabb: data (MOABB's events)
     data: str | list[str] | None = None  # shard dir(s) or moabb:NAME[:subjects]
     prep_config: str | None = None  # prep YAML for moabb: data (None: the defaults)
     prep: dict[str, Any] = field(default_factory=dict)  # prep overrides (e.g. moabb_options)

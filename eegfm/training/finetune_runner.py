@@ -21,7 +21,7 @@ import torch
 import yaml
 
 from eegfm.data.task_config import ConfigError, from_mapping, to_plain
-from eegfm.data.tasks import TaskSet, build_task_set
+from eegfm.data.tasks import TaskConfig, TaskSet, build_task_set
 from eegfm.evaluation import Split, SplitHygieneError, check_split, make_splits, write_report
 from eegfm.training.finetune_config import (
     ENCODER_MODELS,
@@ -123,6 +123,12 @@ def run_finetune(config: FinetuneConfig | str | Path | Mapping | None = None,
     cfg = resolve_config(config, **overrides)
     if cfg.data is None:
         raise ConfigError("no data: give --data SHARDS_DIR|moabb:NAME (or data: in the config)")
+    is_moabb = isinstance(cfg.data, str) and cfg.data.startswith("moabb:")
+    if cfg.task is None:
+        if not is_moabb:
+            raise ConfigError("the config has no task section (how windows get labels); see "
+                              "configs/finetune/eegmat.yaml and docs/finetune.md")
+        cfg = dataclasses.replace(cfg, task=TaskConfig(name=cfg.data, type="events"))
     started = time.perf_counter()
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
@@ -140,7 +146,7 @@ def run_finetune(config: FinetuneConfig | str | Path | Mapping | None = None,
     pretrained = from_pretrained(cfg.checkpoint) if cfg.checkpoint else None
     reference = pretrained or create_model(cfg.encoder, **cfg.encoder_options)
     uses_encoder = any(m in ENCODER_MODELS for m in models)
-    roots = [] if isinstance(cfg.data, str) and cfg.data.startswith("moabb:") else [
+    roots = [] if is_moabb else [
         Path(p) for p in ([cfg.data] if isinstance(cfg.data, str) else cfg.data)]
     prep_config = _prep_config(cfg, roots)
     task = build_task_set(

@@ -1,0 +1,43 @@
+"""Fine-tuning configs: every shipped YAML parses; bad keys and types are named."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from eegfm.data.task_config import ConfigError
+from eegfm.training.finetune_config import load_finetune_config
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "finetune").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_shipped_configs_parse(path: Path):
+    config = load_finetune_config(path)
+    assert config.models and (config.task is None or config.task.name)
+
+
+def test_overrides_and_head_defaults(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("head: mlp\ntrain: {epochs: 3}\n")
+    config = load_finetune_config(path, **{"train.lr": 0.5, "seed": None, "freeze": None})
+    assert config.train.epochs == 3 and config.train.lr == 0.5 and config.seed == 0
+    assert config.frozen is False  # mlp fine-tunes by default
+    assert load_finetune_config(path, freeze=True).frozen is True
+    assert load_finetune_config(None, head="linear").frozen is True
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("trian: {epochs: 3}\n", "unknown key(s) ['trian']"),
+    ("train: {epochs: three}\n", "train.epochs: expected an integer"),
+    ("models: [pretrained, lstm]\n", "unknown ['lstm']"),
+    ("head: transformer\n", "head: expected one of"),
+    ("task: {label_from: filename}\n", "task.pattern is needed"),
+])
+def test_bad_configs_name_the_key(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_finetune_config(path)
+    assert message in str(error.value)
