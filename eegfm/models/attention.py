@@ -66,7 +66,7 @@ class SpatialAttention(nn.Module):
         n_rbf: int = 16,
         attn_drop: float = 0.0,
         proj_drop: float = 0.0,
-        checkpoint_knn: bool = False,
+        knn_recompute_above: int = 1 << 24,
     ) -> None:
         super().__init__()
         if dim % num_heads:
@@ -77,7 +77,7 @@ class SpatialAttention(nn.Module):
         self.attn_drop = attn_drop
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
-        self.checkpoint_knn = checkpoint_knn
+        self.knn_recompute_above = knn_recompute_above
 
     def _bias(self, ctx: SpatialContext, dtype: torch.dtype) -> torch.Tensor:
         """Learned distance bias ``(..., queries, keys, H)``, non-keys at a large negative value."""
@@ -102,9 +102,10 @@ class SpatialAttention(nn.Module):
             out = out.view(B, P, H, C, D // H).permute(0, 3, 1, 2, 4).reshape(B, C, P, D)
         else:
             args = (qkv, ctx.members, ctx.keys, ctx.slot, bias, H, dropout_p)
-            if self.checkpoint_knn and torch.is_grad_enabled():
-                # trade compute for memory on very dense montages: the gathered key blocks
-                # and scores are recomputed in backward instead of kept for every layer
+            n_scores = P * H * ctx.key_valid.numel()
+            if n_scores > self.knn_recompute_above and torch.is_grad_enabled():
+                # very dense batches: recompute the gathered key blocks and scores in backward
+                # rather than keep them for every layer (memory over time)
                 out = checkpoint(_blocked_knn_attention, *args, use_reentrant=False)
             else:
                 out = _blocked_knn_attention(*args)
@@ -148,7 +149,7 @@ class SpatioTemporalBlock(nn.Module):
         drop: float = 0.0,
         attn_drop: float = 0.0,
         drop_path: float = 0.0,
-        checkpoint_knn: bool = False,
+        knn_recompute_above: int = 1 << 24,
     ) -> None:
         super().__init__()
         self.norm_spatial = nn.LayerNorm(dim)
@@ -158,7 +159,7 @@ class SpatioTemporalBlock(nn.Module):
             n_rbf=n_rbf,
             attn_drop=attn_drop,
             proj_drop=drop,
-            checkpoint_knn=checkpoint_knn,
+            knn_recompute_above=knn_recompute_above,
         )
         self.norm_temporal = nn.LayerNorm(dim)
         self.temporal = TemporalAttention(dim, num_heads, attn_drop=attn_drop, proj_drop=drop)

@@ -71,7 +71,7 @@ class EEGEncoder(nn.Module):
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
-        checkpoint_knn: bool = False,
+        knn_recompute_above: int = 1 << 24,
         num_classes: int = 0,
     ) -> None:
         super().__init__()
@@ -113,7 +113,7 @@ class EEGEncoder(nn.Module):
                 drop=drop_rate,
                 attn_drop=attn_drop_rate,
                 drop_path=dp,
-                checkpoint_knn=checkpoint_knn,
+                knn_recompute_above=knn_recompute_above,
             )
             for dp in drop_paths
         )
