@@ -106,3 +106,17 @@ def test_distance_bias_starts_as_a_decreasing_function_of_distance():
     assert torch.all(bias[1:] < bias[:-1])
     slopes = (bias[0] - bias[-1]) / 2
     assert slopes.max() / slopes.min() > 10  # local and global heads
+
+
+def test_recomputed_knn_blocks_give_the_same_gradients(make_batch):
+    torch.manual_seed(0)
+    kept = create_model("eegfm_tiny", dense_max_channels=16, knn_k=8)
+    recomputed = create_model("eegfm_tiny", dense_max_channels=16, knn_k=8,
+                              knn_recompute_above=0)
+    recomputed.load_state_dict(kept.state_dict())
+    x, coords = make_batch(2, 40)
+    for model in (kept, recomputed):
+        model.forward_features(x, coords).pow(2).mean().backward()
+    for p_kept, p_recomputed in zip(kept.parameters(), recomputed.parameters(), strict=True):
+        if p_kept.grad is not None:
+            torch.testing.assert_close(p_recomputed.grad, p_kept.grad)
