@@ -129,7 +129,9 @@ def _run_one(args: argparse.Namespace, model: str, n_channels: int) -> dict:
     """Run :func:`worker` in a fresh interpreter so its peak memory is its own."""
     command = [sys.executable, __file__, "--worker", model, str(n_channels), "--batch",
                str(args.batch), "--seconds", str(args.seconds), "--repeats", str(args.repeats)]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads),
+    # passive OpenMP waiting: with spinning threads, any other load on a small machine makes
+    # a 2-thread run 10-20x slower; set OMP_WAIT_POLICY yourself to override
+    env = {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, "OMP_NUM_THREADS": str(args.threads),
            "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     try:
         done = subprocess.run(command, capture_output=True, text=True, env=env,
@@ -175,7 +177,9 @@ def main() -> None:
     import torch
 
     print(f"command: python {shlex.join(sys.argv)}")
-    print(f"torch {torch.__version__}, {args.threads} threads (OMP_NUM_THREADS), "
+    wait = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+    print(f"torch {torch.__version__}, {args.threads} threads (OMP_NUM_THREADS, "
+          f"OMP_WAIT_POLICY={wait}), "
           f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}")
     print(f"batch {args.batch} x {args.seconds:g} s at 200 Hz, forward+backward, "
           f"median of {args.repeats} after 1 warm-up; peak RSS of a fresh process\n")
