@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Two pytest-xdist workers share 2 cores: OpenMP threads that spin while waiting make every torch
+# op 10-20x slower under that contention. Set before torch is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_EEG = Path(os.environ.get("EEGFM_SHARED_EEG", REPO_ROOT.parent / "shared" / "eeg"))
 
