@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 
 # Each target module exposes `main(argv: list[str]) -> int`; importing lazily keeps `eegfm --help`
@@ -37,6 +38,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eegfm {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
+    # Spinning OpenMP threads make torch many times slower whenever another process competes
+    # for the cores (a laptop, a shared node); passive waiting costs little when it does not.
+    # Set before the subcommand imports torch; an explicit user setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     if command not in SUBCOMMANDS:
         print(f"eegfm: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
