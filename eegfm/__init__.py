@@ -15,6 +15,8 @@ _LAZY = {
     "create_model": "eegfm.models.registry",
     "list_models": "eegfm.models.registry",
     "from_pretrained": "eegfm.checkpoint",
+    "run_prep": "eegfm.prep.jobs",
+    "run_finetune": "eegfm.training.finetune_runner",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -46,6 +46,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="fine-tuning YAML (default: configs/finetune/eegmat.yaml for a folder, "
         "configs/finetune/moabb.yaml for moabb:)",
     )
+    parser.add_argument(
+        "--baseline-epochs", type=int, default=10,
+        help="training epochs of the EEGNet/ShallowNet baselines (default 10, enough to show "
+        "them on a CPU in minutes; the fine-tuning config's value is used by `eegfm finetune`)",
+    )
     parser.add_argument("--protocol", choices=["loso", "kfold", "within"])
     parser.add_argument("--head", choices=["linear", "mlp", "shared_routed"])
     parser.add_argument("--no-progress", dest="progress", action="store_false")
@@ -116,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         "finetune", "moabb.yaml" if moabb else "eegmat.yaml"
     )
     overrides = {"seed": args.seed, "out": str(out / "finetune"), "progress": args.progress,
-                 "protocol": args.protocol, "head": args.head}
+                 "protocol": args.protocol, "head": args.head,
+                 "baselines.epochs": args.baseline_epochs}
     if moabb:
         overrides["cache_dir"] = str(out / "moabb")
     finetune_cfg = resolve_config(config_path, **overrides)

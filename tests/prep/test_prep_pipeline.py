@@ -136,7 +136,7 @@ def test_cnt_file_layout_is_an_explicit_opt_in(formats_dir):
     assert counts["header_layout"] == len(recording.ch_names) == 124  # LEFT_EAR, NA1 off the cap
     # on the template head: colin27's 10-05 sites lie 0.085-0.143 m from the head origin
     radii = np.linalg.norm(recording.coords, axis=1)
-    assert 0.085 <= radii.min() and radii.max() <= 0.145
+    assert radii.min() >= 0.085 and radii.max() <= 0.145
 
 
 def test_event_codes(config):
