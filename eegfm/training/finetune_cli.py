@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                                              "random-init encoder and the baselines run")
     parser.add_argument("--head", choices=["linear", "mlp", "shared_routed"])
     parser.add_argument("--spiking", choices=["none", "lif", "int"])
+    parser.add_argument("--head-option", action="append", metavar="KEY=VALUE",
+                        help="a head option (repeatable), e.g. --head-option branch=shared; "
+                             "VALUE is read as YAML (numbers, true/false, lists)")
     parser.add_argument("--protocol", choices=["loso", "kfold", "within"])
     parser.add_argument("--freeze", action=argparse.BooleanOptionalAction, default=None,
                         help="freeze the encoder (default per head: linear and shared_routed "
@@ -48,6 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_head_options(items: list[str] | None) -> dict | None:
+    """``["branch=shared", "n_experts=4"]`` -> ``{"branch": "shared", "n_experts": 4}``."""
+    if not items:
+        return None
+    import yaml
+
+    options = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise argparse.ArgumentTypeError(f"--head-option {item!r}: expected KEY=VALUE")
+        options[key.strip()] = yaml.safe_load(value)
+    return options
+
+
 def overrides_from(args: argparse.Namespace) -> dict:
     """Config overrides (dotted keys) from parsed options; unset options are left out."""
     data = args.data
@@ -57,6 +75,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
                                                if m.strip()]
     values = {
         "data": data, "checkpoint": args.checkpoint, "head": args.head, "spiking": args.spiking,
+        "head_options": parse_head_options(args.head_option),
         "protocol": args.protocol, "freeze": args.freeze, "models": models, "out": args.out,
         "train.epochs": args.epochs, "train.lr": args.lr, "train.batch_size": args.batch_size,
         "seed": args.seed, "n_folds": args.n_folds, "max_folds": args.max_folds,
@@ -68,14 +87,19 @@ def overrides_from(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Run ``eegfm finetune``; 0 on success, 2 on a configuration or data error."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        overrides = overrides_from(args)
+    except argparse.ArgumentTypeError as error:
+        parser.error(str(error))
     from eegfm.data.task_config import ConfigError
     from eegfm.data.task_windows import TaskDataError
     from eegfm.evaluation import SplitHygieneError
     from eegfm.training.finetune_runner import resolve_config, run_finetune, summary_table
 
     try:
-        config = resolve_config(args.config, **overrides_from(args))
+        config = resolve_config(args.config, **overrides)
         if config.checkpoint is None and "pretrained" in config.models:
             print("eegfm finetune: no --checkpoint given: running the random-init encoder and "
                   "the baselines only", file=sys.stderr)

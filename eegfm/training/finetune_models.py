@@ -115,7 +115,11 @@ def run_encoder_model(name: str, reference: torch.nn.Module, ctx: dict[str, Any]
 
     def new_head(seed: int) -> Head:
         torch.manual_seed(seed)
-        return create_head(cfg.head, reference.embed_dim, K, cfg.spiking, **cfg.head_options)
+        try:
+            return create_head(cfg.head, reference.embed_dim, K, cfg.spiking, **cfg.head_options)
+        except TypeError as error:  # an option the head does not take
+            raise ValueError(f"head {cfg.head!r}, head_options {cfg.head_options}: {error}"
+                             ) from error
 
     probe = new_head(0)
     frozen = cfg.frozen
