@@ -7,6 +7,7 @@ no global backend switch, no figure registry to leak, safe in headless jobs and 
 from __future__ import annotations
 
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -49,13 +50,15 @@ def plot_heatmap(matrix: Any, row_labels: Sequence, col_labels: Sequence, title:
             f"{len(row_labels)} row labels × {len(col_labels)} column labels"
         )
     n_rows, n_cols = matrix.shape
-    fig = _new_figure(max(4.0, 1.0 + 0.45 * n_cols), max(3.0, 1.2 + 0.3 * n_rows))
+    width = max(4.0, 1.0 + 0.45 * n_cols)
+    fig = _new_figure(width, max(3.0, 1.2 + 0.3 * n_rows))
     ax = fig.add_subplot()
     image = ax.imshow(np.ma.masked_invalid(matrix), cmap=cmap, vmin=vmin, vmax=vmax,
                       aspect="auto", interpolation="nearest")
     ax.set_xticks(range(n_cols), [str(c) for c in col_labels], rotation=45, ha="right")
     ax.set_yticks(range(n_rows), [str(r) for r in row_labels])
-    ax.set_title(title)
+    # a long title on a narrow matrix would be clipped at the figure edge: wrap it instead
+    ax.set_title(textwrap.fill(title, width=max(20, int(7 * width))))
     colorbar = fig.colorbar(image, ax=ax)
     if colorbar_label:
         colorbar.set_label(colorbar_label)
