@@ -50,6 +50,42 @@ def neighbour_index(recording_id: np.ndarray, start: np.ndarray, rows: np.ndarra
     return pair
 
 
+class OutOfFold:
+    """One model's out-of-fold test probabilities and per-fold fits, collected fold by fold."""
+
+    def __init__(self, n_windows: int, n_classes: int) -> None:
+        self.proba = np.zeros((n_windows, n_classes), dtype=np.float64)
+        self.tested = np.zeros(n_windows, dtype=bool)
+        self.fold_of = np.full(n_windows, -1)
+        self.curves: list[dict[str, Any]] = []
+        self.fits: list[FitResult] = []
+
+    def add(self, fold: int, test: np.ndarray, logits: torch.Tensor, result: FitResult) -> None:
+        """Record one fold: its test windows' probabilities and its training history."""
+        self.proba[test] = torch.softmax(logits, 1).numpy()
+        self.tested[test], self.fold_of[test] = True, fold
+        self.curves.append(learning_curve(fold, result))
+        self.fits.append(result)
+
+    def entry(self, task: Any) -> dict[str, Any]:
+        """The model's results entry: per-subject metrics and learning curves."""
+        entry = model_results(task.y, self.proba, task.subject, self.tested, task.class_names)
+        entry["learning_curves"] = self.curves
+        return entry
+
+    def fit_info(self) -> dict[str, Any]:
+        """Training figures summed or averaged over folds (for ``info``)."""
+        return {
+            "mean_best_epoch": float(np.mean([f.best_epoch for f in self.fits])),
+            "skipped_steps": int(sum(f.skipped_steps for f in self.fits)),
+            "fit_s": round(sum(f.seconds for f in self.fits), 1),
+        }
+
+    def predictions(self, name: str, task: Any) -> Any:
+        """Per-window out-of-fold predictions (``predictions.csv`` rows)."""
+        return predictions_frame(name, task, self.proba, self.fold_of, self.tested)
+
+
 def _subject_ids(subject: np.ndarray) -> np.ndarray:
     return np.unique(subject, return_inverse=True)[1].astype(np.int64)
 
@@ -135,10 +171,8 @@ def run_encoder_model(name: str, reference: torch.nn.Module, ctx: dict[str, Any]
                                             cfg.progress)
         data = WindowTensors(task.y, tokens=tokens, token_mask=token_mask,
                              subject_ids=subject_ids)
-    proba = np.zeros((len(task), K), dtype=np.float64)
-    tested = np.zeros(len(task), dtype=bool)
-    fold_of = np.full(len(task), -1)
-    curves, fits, energy, routing_rows, routing_matrix = [], [], [], [], []
+    oof = OutOfFold(len(task), K)
+    energy, routing_rows, routing_matrix = [], [], []
     for split in _bar(splits, cfg.progress, name):
         seed = ctx["seed_of"](cfg.seed, name, split.fold)
         model = EncoderClassifier(shared_encoder if frozen else new_encoder(), new_head(seed),
@@ -147,11 +181,8 @@ def run_encoder_model(name: str, reference: torch.nn.Module, ctx: dict[str, Any]
         _init_head(model, data, split.train, subject_ids, cfg)
         result = _fold_fit(model, data, split.train, split.val, cfg, seed, pair, ctx, name,
                            split.fold)
-        logits = predict_logits(model, data, split.test, cfg.train.eval_batch_size)
-        proba[split.test] = torch.softmax(logits, 1).numpy()
-        tested[split.test], fold_of[split.test] = True, split.fold
-        curves.append(learning_curve(split.fold, result))
-        fits.append(result)
+        oof.add(split.fold, split.test,
+                predict_logits(model, data, split.test, cfg.train.eval_batch_size), result)
         if cfg.spiking != "none" or hasattr(model.head, "routing_matrix"):
             tokens, mask = _tokens(model, data, split.test, cfg.train.eval_batch_size)
             if cfg.spiking != "none":
@@ -162,17 +193,14 @@ def run_encoder_model(name: str, reference: torch.nn.Module, ctx: dict[str, Any]
             if hasattr(model.head, "routing_matrix") and model.head.has_routed:
                 _routing(model.head, tokens, mask, task.subject[split.test], split,
                          routing_rows, routing_matrix)
-    entry = model_results(task.y, proba, task.subject, tested, task.class_names)
-    entry["learning_curves"] = curves
+    entry = oof.entry(task)
     entry["info"] = {
         "model": f"eegfm encoder ({'checkpoint' if name == 'pretrained' else 'random init'})",
         "head": cfg.head, "spiking": cfg.spiking,
         "mode": "frozen encoder" + (" (tokens cached)" if cached else "") if frozen
         else "full fine-tuning",
         "params": _n_params(model), "trainable_params": _n_params(model, trainable=True),
-        "mean_best_epoch": float(np.mean([f.best_epoch for f in fits])),
-        "skipped_steps": int(sum(f.skipped_steps for f in fits)),
-        "fit_s": round(sum(f.seconds for f in fits), 1),
+        **oof.fit_info(),
     }
     extras = {}
     if energy:
@@ -184,16 +212,16 @@ def run_encoder_model(name: str, reference: torch.nn.Module, ctx: dict[str, Any]
             "matrix": [m for _, m in routing_matrix], "row_labels": rows,
             "col_labels": [f"expert {e}" for e in range(len(routing_matrix[0][1]))],
             "title": f"{name}: mean routing weight per test subject", "colorbar_label": "weight"}
-    if any(f.diagnostics for f in fits):
+    if any(f.diagnostics for f in oof.fits):
         extras["head diagnostics (end of training)"] = [
-            {"fold": s.fold, **f.diagnostics} for s, f in zip(splits, fits, strict=True)]
+            {"fold": s.fold, **f.diagnostics} for s, f in zip(splits, oof.fits, strict=True)]
     if extras:
         entry["extras"] = extras
     if cfg.save_model:
         entry["info"]["saved_model"] = _refit_and_save(
-            name, new_encoder, new_head, data, task, subject_ids, fits, ctx)
+            name, new_encoder, new_head, data, task, subject_ids, oof.fits, ctx)
     entry["info"]["total_s"] = round(time.perf_counter() - started, 1)
-    return entry, predictions_frame(name, task, proba, fold_of, tested)
+    return entry, oof.predictions(name, task)
 
 
 def _pair_setup(model, task, train, sfreq, seed, cfg) -> np.ndarray | None:
@@ -266,9 +294,7 @@ def run_baselines(names: list[str], ctx: dict[str, Any]) -> dict[str, tuple[dict
     for name in names:
         started = time.perf_counter()
         options = dict(getattr(cfg.baselines, name))
-        proba = np.zeros((n, task.n_classes))
-        tested, fold_of = np.zeros(n, dtype=bool), np.full(n, -1)
-        curves, fits = [], []
+        oof = OutOfFold(n, task.n_classes)
         model = None
         for split in _bar(splits, cfg.progress, name):
             seed = ctx["seed_of"](cfg.seed, name, split.fold)
@@ -278,21 +304,15 @@ def run_baselines(names: list[str], ctx: dict[str, Any]) -> dict[str, tuple[dict
                                           **options)
             result = _fold_fit(model, data, split.train, split.val, cfg, seed, None, ctx, name,
                                split.fold)
-            logits = predict_logits(model, data, split.test, cfg.train.eval_batch_size)
-            proba[split.test] = torch.softmax(logits, 1).numpy()
-            tested[split.test], fold_of[split.test] = True, split.fold
-            curves.append(learning_curve(split.fold, result))
-            fits.append(result)
-        entry = model_results(task.y, proba, task.subject, tested, task.class_names)
-        entry["learning_curves"] = curves
+            oof.add(split.fold, split.test,
+                    predict_logits(model, data, split.test, cfg.train.eval_batch_size), result)
+        entry = oof.entry(task)
         entry["info"] = {
             "model": f"braindecode {model.name} (from scratch)", "head": "-", "spiking": "none",
             "mode": "trained from scratch", "params": _n_params(model),
             "trainable_params": _n_params(model, trainable=True),
-            "mean_best_epoch": float(np.mean([f.best_epoch for f in fits])),
-            "skipped_steps": int(sum(f.skipped_steps for f in fits)),
-            "fit_s": round(sum(f.seconds for f in fits), 1),
+            **oof.fit_info(),
             "total_s": round(time.perf_counter() - started, 1),
         }
-        out[name] = (entry, predictions_frame(model.name, task, proba, fold_of, tested))
+        out[name] = (entry, oof.predictions(model.name, task))
     return out
