@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,10 +17,13 @@ def pad_collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Returns ``x (B, C, T)`` µV with zeros in padded channels, ``coords (B, C, 3)`` with zeros and
     ``ref_coords (B, C, 3)`` with NaN there, ``channel_mask (B, C)`` (True = real channel),
     ``recording_index (B,)``, ``start (B,)`` and ``recording_id`` (list of B str).
-    A window holding NaN/Inf raises, naming it.
+    A window holding NaN/Inf raises, naming it. Samples a dataset marked unreadable
+    (``{"error": ...}``, `ShardWindowDataset(on_bad_window="skip")`) are replaced by the batch's
+    readable windows, so the batch keeps its size and every DDP rank its step count.
     """
     if not samples:
         raise ValueError("pad_collate got an empty batch")
+    samples = _replace_bad(samples)
     C = max(s["x"].shape[0] for s in samples)
     T = samples[0]["x"].shape[1]
     if any(s["x"].shape[1] != T for s in samples):
@@ -51,6 +55,30 @@ def pad_collate(samples: Sequence[dict[str, Any]]) -> dict[str, Any]:
         "start": torch.tensor([s["start"] for s in samples], dtype=torch.int64),
         "recording_id": [s["recording_id"] for s in samples],
     }
+
+
+_WARNED: set[str] = set()  # recordings already reported by this process
+
+
+def _replace_bad(samples: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
+    """Swap samples marked ``error`` for the readable ones, warning once per recording."""
+    bad = [s for s in samples if "error" in s]
+    if not bad:
+        return samples
+    good = [s for s in samples if "error" not in s]
+    where = "; ".join(f"{s['recording_id']}@{s['start']}: {s['error']}" for s in bad)
+    if not good:
+        raise ValueError(f"no readable window in a batch ({where}): run `eegfm validate` on "
+                         "the shards")
+    for sample in bad:
+        if sample["recording_id"] not in _WARNED:
+            _WARNED.add(sample["recording_id"])
+            warnings.warn(f"skipping unreadable window {sample['recording_id']}@"
+                          f"{sample['start']} ({sample['error']}); further windows of this "
+                          "recording are skipped without a warning", RuntimeWarning,
+                          stacklevel=2)
+    substitutes = iter(good * len(bad))
+    return [next(substitutes) if "error" in s else s for s in samples]
 
 
 def _pad(array: np.ndarray, n_channels: int, fill: float) -> np.ndarray:

@@ -256,23 +256,42 @@ class _EpochPlan(NamedTuple):
     subsample: np.ndarray
 
 
+BAD_WINDOW_POLICIES = ("raise", "skip")
+
+
 class ShardWindowDataset(Dataset):
     """Reads one `WindowKey` from the shards: signal, coordinates, optional channel subsample.
 
     The reader opens its HDF5 handles lazily, so each DataLoader worker gets its own.
+    ``on_bad_window="skip"``: a window that cannot be read (damaged or truncated shard) or holds
+    NaN/Inf comes back as ``{"error": ...}`` and `pad_collate` replaces it with another window of
+    the batch, with a warning; ``"raise"`` (default) lets the error stop training.
     """
 
-    def __init__(self, reader: Any, index: WindowIndex, *, max_channels: int | None = None) -> None:
+    def __init__(self, reader: Any, index: WindowIndex, *, max_channels: int | None = None,
+                 on_bad_window: str = "raise") -> None:
         if max_channels is not None and max_channels < 1:
             raise ValueError(f"data.max_channels must be >= 1 or null, got {max_channels}")
+        if on_bad_window not in BAD_WINDOW_POLICIES:
+            raise ValueError(f"data.on_bad_window must be one of {BAD_WINDOW_POLICIES}, "
+                             f"got {on_bad_window!r}")
         self.reader, self.index, self.max_channels = reader, index, max_channels
+        self.on_bad_window = on_bad_window
 
     def __len__(self) -> int:
         return int((self.index.n_samples // self.index.window_samples).sum())
 
     def __getitem__(self, key: WindowKey) -> dict[str, Any]:
         recording_id = self.index.recording_ids[key.recording_index]
-        window = self.reader.read_window(recording_id, key.start, self.index.window_samples)
+        try:
+            window = self.reader.read_window(recording_id, key.start, self.index.window_samples)
+            if self.on_bad_window == "skip" and not np.isfinite(window.data).all():
+                raise ValueError("non-finite samples")
+        except (OSError, KeyError, ValueError) as error:
+            if self.on_bad_window == "raise":
+                raise
+            return {"error": f"{type(error).__name__}: {error}", "recording_id": recording_id,
+                    "recording_index": key.recording_index, "start": key.start}
         data, coords, ref_coords = window.data, window.coords, window.ref_coords
         n_channels = data.shape[0]
         if self.max_channels is not None and n_channels > self.max_channels:

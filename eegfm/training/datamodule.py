@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -106,6 +106,9 @@ class PretrainDataModule(L.LightningDataModule):
         pin_memory: pin host memory (None: when CUDA is available).
         persistent_workers: keep workers alive between epochs.
         prefetch_factor: batches each worker prepares ahead (None: PyTorch's default).
+        on_bad_window: "raise" (default) stops on a window that cannot be read or holds
+            NaN/Inf; "skip" replaces it by another window of its batch and warns once per
+            recording (run `eegfm validate` to find damaged shards).
     """
 
     def __init__(
@@ -121,6 +124,7 @@ class PretrainDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,
+        on_bad_window: Literal["raise", "skip"] = "raise",
     ) -> None:
         super().__init__()
         if isinstance(roots, str):
@@ -206,7 +210,8 @@ class PretrainDataModule(L.LightningDataModule):
             extra["persistent_workers"] = hp.persistent_workers
             if hp.prefetch_factor is not None:
                 extra["prefetch_factor"] = hp.prefetch_factor
-        dataset = ShardWindowDataset(self.reader, self.index, max_channels=hp.max_channels)
+        dataset = ShardWindowDataset(self.reader, self.index, max_channels=hp.max_channels,
+                                     on_bad_window=hp.on_bad_window)
         return ResumableDataLoader(
             dataset,
             self.sampler,
