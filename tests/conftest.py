@@ -36,3 +36,4 @@ def eegmat_dir(shared_eeg: Path) -> Path:
 def formats_dir(shared_eeg: Path) -> Path:
     """One file per device/format, each with its naming trap (see MANIFEST.md)."""
     return shared_eeg / "formats"
+

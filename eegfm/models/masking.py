@@ -142,10 +142,7 @@ def random_patch_mask(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Mask ``round(ratio * real tokens)`` tokens chosen uniformly at random per sample."""
-    coords = torch.zeros(*valid.shape, 3)
-    return mixed_mask(
-        coords, valid, n_patches, ratio, weights=(1.0, 0.0, 0.0), generator=generator
-    )[0]
+    return _one_kind(valid, n_patches, ratio, (1.0, 0.0, 0.0), generator)
 
 
 def channel_token_mask(
@@ -156,10 +153,15 @@ def channel_token_mask(
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Mask as many whole channels as fit in ``round(ratio * real tokens)``, never all of them."""
+    return _one_kind(valid, n_patches, ratio, (0.0, 1.0, 0.0), generator)
+
+
+def _one_kind(valid: torch.Tensor, n_patches: int, ratio: float,
+              weights: tuple[float, float, float], generator: torch.Generator | None
+              ) -> torch.Tensor:
+    """`mixed_mask` restricted to one kind that ignores positions (coordinates unused)."""
     coords = torch.zeros(*valid.shape, 3)
-    return mixed_mask(
-        coords, valid, n_patches, ratio, weights=(0.0, 1.0, 0.0), generator=generator
-    )[0]
+    return mixed_mask(coords, valid, n_patches, ratio, weights=weights, generator=generator)[0]
 
 
 def spatial_block_mask(

@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run `eegfm demo`; prints the cross-subject table and where the report is."""
     args = build_parser().parse_args(argv)
     from eegfm.data.task_moabb import is_moabb
-    from eegfm.training.finetune_runner import resolve_config, run_finetune, summary_table
+    from eegfm.training.finetune_runner import resolve_config, results_summary, run_finetune
 
     started = time.perf_counter()
     out = Path(args.out)
@@ -135,10 +135,8 @@ def main(argv: list[str] | None = None) -> int:
     data = args.source if moabb else str(shard_dir)
     results = run_finetune(resolve_config(config_path, **overrides, data=data,
                                           checkpoint=str(encoder)))
-    print(f"\n{results['task']}: protocol {results['protocol']}, seed {results['seed']}, "
-          f"{time.perf_counter() - started:.0f} s in all")
-    print(summary_table(results))
-    print(f"\nreport: {out / 'finetune' / 'results.md'}")
+    print(results_summary(results, time.perf_counter() - started,
+                          out / "finetune" / "results.md"))
     return 0
 
 

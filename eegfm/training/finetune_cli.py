@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     from eegfm.data.task_config import ConfigError
     from eegfm.data.task_windows import TaskDataError
     from eegfm.evaluation import SplitHygieneError
-    from eegfm.training.finetune_runner import resolve_config, run_finetune, summary_table
+    from eegfm.training.finetune_runner import resolve_config, results_summary, run_finetune
 
     try:
         config = resolve_config(args.config, **overrides)
@@ -108,10 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, TaskDataError, SplitHygieneError, FileNotFoundError, ValueError) as error:
         print(f"eegfm finetune: {error}", file=sys.stderr)
         return 2
-    print(f"\n{results['task']} — protocol {results['protocol']}, seed {results['seed']}, "
-          f"{time.perf_counter() - started:.0f} s")
-    print(summary_table(results))
-    print(f"\nreport: {config.out}/results.md")
+    print(results_summary(results, time.perf_counter() - started, f"{config.out}/results.md"))
     return 0
 
 

@@ -222,3 +222,9 @@ def summary_table(results: Mapping[str, Any]) -> str:
                 cells.append(f"{text:>22}")
         lines.append(f"{model:<18}" + "".join(cells))
     return "\n".join(lines)
+
+
+def results_summary(results: Mapping[str, Any], seconds: float, report: str | Path) -> str:
+    """What `eegfm finetune` and `eegfm demo` print at the end: header, table, report path."""
+    return (f"\n{results['task']}: protocol {results['protocol']}, seed {results['seed']}, "
+            f"{seconds:.0f} s\n{summary_table(results)}\n\nreport: {report}")

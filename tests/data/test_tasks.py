@@ -9,11 +9,12 @@ from pathlib import Path
 import mne
 import numpy as np
 import pytest
+from eegmat_shards import prep_eegmat_subjects
 
 from eegfm.data.task_config import ConfigError
 from eegfm.data.task_windows import TaskDataError, window_samples
 from eegfm.data.tasks import TaskConfig, build_task_set
-from eegfm.prep import load_prep_config, process_raw, run_prep
+from eegfm.prep import load_prep_config, process_raw
 from eegfm.shards import ShardReader, ShardWriter, events_frame
 
 SUBJECTS = ["00", "01", "02"]
@@ -25,14 +26,7 @@ EEGMAT = TaskConfig(name="eegmat", pattern=PATTERN, classes={1: "rest", 2: "arit
 @pytest.fixture(scope="module")
 def eegmat_shards(tmp_path_factory, eegmat_dir: Path) -> Path:
     """Shards of eegmat subjects 00-02 (rest + arithmetic recordings)."""
-    folder = tmp_path_factory.mktemp("eegmat_src") / "eegmat"
-    folder.mkdir()
-    for s in SUBJECTS:
-        for run in (1, 2):
-            (folder / f"Subject{s}_{run}.edf").symlink_to(eegmat_dir / f"Subject{s}_{run}.edf")
-    out = tmp_path_factory.mktemp("eegmat_shards")
-    run_prep([str(folder)], out, load_prep_config(None), progress=False)
-    return out
+    return prep_eegmat_subjects(tmp_path_factory, eegmat_dir, SUBJECTS)
 
 
 def test_filename_labels_cut_fixed_windows(eegmat_shards: Path):

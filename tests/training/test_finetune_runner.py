@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from eegmat_shards import prep_eegmat_subjects
 from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
 
 from eegfm.checkpoint import save_checkpoint
 from eegfm.data.tasks import TaskConfig, build_task_set
 from eegfm.evaluation import Split, SplitHygieneError, make_splits
 from eegfm.models import create_model
-from eegfm.prep import load_prep_config, run_prep
 from eegfm.training.finetune_module import load_finetuned
 from eegfm.training.finetune_runner import hygienic_split, run_finetune
 
@@ -29,14 +29,7 @@ TASK = {"name": "eegmat test", "pattern": r"Subject(?P<subject>\d+)_(?P<label>[1
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory, eegmat_dir: Path) -> Path:
     """Shards of eegmat subjects 00-03."""
-    folder = tmp_path_factory.mktemp("src") / "eegmat"
-    folder.mkdir()
-    for s in SUBJECTS:
-        for run in (1, 2):
-            (folder / f"Subject{s}_{run}.edf").symlink_to(eegmat_dir / f"Subject{s}_{run}.edf")
-    out = tmp_path_factory.mktemp("shards")
-    run_prep([str(folder)], out, load_prep_config(None), progress=False)
-    return out
+    return prep_eegmat_subjects(tmp_path_factory, eegmat_dir, SUBJECTS)
 
 
 @pytest.fixture(scope="module")

@@ -7,22 +7,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from eegmat_shards import prep_eegmat_subjects
 
 from eegfm.cli import main
-from eegfm.prep import load_prep_config, run_prep
 from eegfm.training.finetune_runner import run_finetune
 
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory, eegmat_dir: Path) -> Path:
     """A linear probe fine-tuned on eegmat subjects 00-02 (one epoch): model_random_init.pt."""
-    folder = tmp_path_factory.mktemp("src") / "eegmat"
-    folder.mkdir()
-    for s in ("00", "01", "02"):
-        for run in (1, 2):
-            (folder / f"Subject{s}_{run}.edf").symlink_to(eegmat_dir / f"Subject{s}_{run}.edf")
-    shards = tmp_path_factory.mktemp("shards")
-    run_prep([str(folder)], shards, load_prep_config(None), progress=False)
+    shards = prep_eegmat_subjects(tmp_path_factory, eegmat_dir, ["00", "01", "02"])
     out = tmp_path_factory.mktemp("finetune")
     run_finetune({
         "task": {"pattern": r"Subject(?P<subject>\d+)_(?P<label>[12])",
