@@ -111,6 +111,23 @@ def pretrain(shard_dir: Path, out: Path, seed: int, steps: int) -> Path:
 def main(argv: list[str] | None = None) -> int:
     """Run `eegfm demo`; prints the cross-subject table and where the report is."""
     args = build_parser().parse_args(argv)
+    from eegfm.data.task_config import ConfigError
+    from eegfm.data.task_windows import TaskDataError
+    from eegfm.prep import PrepError
+
+    try:
+        return _run(args)
+    except (TaskDataError, ConfigError, PrepError, FileNotFoundError, RuntimeError) as error:
+        print(f"eegfm demo: {error}", file=sys.stderr)
+        if args.source.startswith("moabb:"):
+            print("eegfm demo: MOABB datasets download on first use; without internet, run the "
+                  "demo on a local folder: eegfm demo --source ../shared/eeg/eegmat",
+                  file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The three stages of the demo."""
     from eegfm.data.task_moabb import is_moabb
     from eegfm.training.finetune_runner import resolve_config, results_summary, run_finetune
 
@@ -138,7 +155,6 @@ def main(argv: list[str] | None = None) -> int:
     print(results_summary(results, time.perf_counter() - started,
                           out / "finetune" / "results.md"))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
