@@ -66,8 +66,8 @@ def _replace_bad(samples: Sequence[dict[str, Any]]) -> Sequence[dict[str, Any]]:
     if not bad:
         return samples
     good = [s for s in samples if "error" not in s]
-    where = "; ".join(f"{s['recording_id']}@{s['start']}: {s['error']}" for s in bad)
     if not good:
+        where = "; ".join(f"{s['recording_id']}@{s['start']}: {s['error']}" for s in bad)
         raise ValueError(f"no readable window in a batch ({where}): run `eegfm validate` on "
                          "the shards")
     for sample in bad:

@@ -8,8 +8,9 @@
 3. fine-tune it with a cross-subject protocol next to the baselines (`eegfm finetune`,
    configs/finetune/eegmat.yaml or moabb.yaml), and print the table.
 
-Every stage writes under `--out` and is resumable: a second run reuses finished stages. The
-configs are read from the repository's `configs/` folder, so the demo runs from a clone.
+Every stage writes under `--out`; a second run reuses the converted shards and the finished
+pretraining run, and fine-tunes again. The configs are read from the repository's `configs/`
+folder, so the demo runs from a clone.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run `eegfm demo`; prints the cross-subject table and where the report is."""
     args = build_parser().parse_args(argv)
     from eegfm.data.task_config import ConfigError
+    from eegfm.data.task_moabb import is_moabb
     from eegfm.data.task_windows import TaskDataError
     from eegfm.prep import PrepError
 
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         return _run(args)
     except (TaskDataError, ConfigError, PrepError, FileNotFoundError, RuntimeError) as error:
         print(f"eegfm demo: {error}", file=sys.stderr)
-        if args.source.startswith("moabb:"):
+        if is_moabb(args.source):
             print("eegfm demo: MOABB datasets download on first use; without internet, run the "
                   "demo on a local folder: eegfm demo --source ../shared/eeg/eegmat",
                   file=sys.stderr)
