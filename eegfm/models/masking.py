@@ -4,89 +4,140 @@ Pure functions of ``(valid (B, C), n_patches, ratio)`` (+ coordinates for spatia
 ``torch.Generator``; they return ``(B, C, P)`` bool masks, True = masked. Padding and channels
 with NaN coordinates (``valid`` False) are never masked, and ratios count real tokens only:
 each sample gets ``round(ratio * n_valid_channels * P)`` masked tokens where the kind allows.
+
+Masks are drawn for the whole batch at once with tensor operations on the device of ``valid``
+(no per-sample loop), so they cost little next to a GPU training step. A ``generator`` must live
+on that same device; without one, the device's global RNG is used (``torch.manual_seed`` seeds
+both CPU and CUDA), so a given seed gives the same masks on a given device.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
+
+from eegfm.models.neighbours import EXACT
 
 MASK_KINDS = {"patch": 1, "channel": 2, "block": 3}  # values of the ``kind`` tensor; 0 = visible
 
+# Block centres are drawn in chunks of growing size until every sample's block budget is used:
+# most batches need a handful of centres, and a chunk costs B * size * C * P work.
+_FIRST_CHUNK, _MAX_CHUNK, _MAX_CHUNKS = 8, 64, 32
+# sort key above every uniform draw in [0, 1): non-candidates sort last
+_NEVER = 2.0
 
-def _budget(n_tokens: int, ratio: float) -> int:
-    """Masked-token count for ``n_tokens`` real tokens (round half up)."""
+
+def _check_ratio(ratio: float) -> None:
+    """Reject ratios outside [0, 1]."""
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"mask ratio must be in [0, 1], got {ratio}")
-    return math.floor(ratio * n_tokens + 0.5)
 
 
-def _add_patches(
-    mask: torch.Tensor, valid: torch.Tensor, budget: int, generator: torch.Generator | None
-) -> None:
-    """Mask ``budget`` more random visible tokens of one sample (``mask (C, P)`` in place)."""
-    candidates = (~mask & valid[:, None]).flatten().nonzero().squeeze(1)
-    if budget <= 0 or candidates.numel() == 0:
-        return
-    order = torch.randperm(candidates.numel(), generator=generator)
-    mask.view(-1)[candidates[order[:budget]]] = True
+def _budget(n_tokens: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Masked-token counts (int64) for ``n_tokens`` real tokens per sample (round half up)."""
+    # float64, as Python's float would do: the counts match `floor(ratio * n + 0.5)` exactly
+    return torch.floor(n_tokens.double() * ratio + 0.5).long()
 
 
-def _add_channels(
-    mask: torch.Tensor, valid: torch.Tensor, budget: int, generator: torch.Generator | None
-) -> None:
-    """Mask whole untouched channels while they fit in ``budget`` tokens; one stays visible."""
-    n_patches = mask.shape[1]
-    untouched = (valid & ~mask.any(dim=1)).nonzero().squeeze(1)
-    n_max = min(budget // n_patches, int(valid.sum()) - 1, untouched.numel())
-    if n_max <= 0:
-        return
-    order = torch.randperm(untouched.numel(), generator=generator)
-    mask[untouched[order[:n_max]]] = True
+def _rank(keys: torch.Tensor) -> torch.Tensor:
+    """Position of each entry of ``keys (B, N)`` in its row's stable ascending order."""
+    order = keys.argsort(dim=1, stable=True)
+    rank = torch.empty_like(order)
+    positions = torch.arange(keys.shape[1], device=keys.device).expand_as(order)
+    return rank.scatter_(1, order, positions)
+
+
+def _pick(candidates: torch.Tensor, count: torch.Tensor,
+          generator: torch.Generator | None) -> torch.Tensor:
+    """``count (B,)`` entries per row of ``candidates (B, N)``, uniform without replacement."""
+    draw = torch.rand(candidates.shape, generator=generator, device=candidates.device)
+    keys = torch.where(candidates, draw, _NEVER)
+    return candidates & (_rank(keys) < count[:, None])
 
 
 def _add_blocks(
     mask: torch.Tensor,
     coords: torch.Tensor,
     valid: torch.Tensor,
-    budget: int,
+    budget: torch.Tensor,
     radius_m: float,
     span: str,
     generator: torch.Generator | None,
 ) -> None:
     """Mask electrodes within ``radius_m`` of random centre electrodes until ``budget`` is used.
 
-    ``span='all'`` masks every patch of the block; ``'random'`` a random contiguous run of
-    patches. The last block is cut to the budget, keeping the tokens nearest its centre.
+    Centres are uniform over the sample's valid channels. ``span='all'`` covers every patch of
+    a block; ``'random'`` a run of 1..P patches (uniform length, then a uniform start so that
+    it fits). The last block is cut to the budget, keeping the tokens nearest its centre.
+    ``mask (B, C, P)`` is updated in place. Centres come in chunks (8, 16, 32, then 64 at a
+    time, 32 chunks at most); a budget still unused after them (tiny radii on dense montages
+    only) is left to the later kinds.
     """
-    n_patches = mask.shape[1]
-    valid_idx = valid.nonzero().squeeze(1)
-    if budget <= 0 or valid_idx.numel() == 0:
-        return
-    distance = torch.cdist(coords[valid_idx], coords[valid_idx])  # (V, V)
-    used = 0
-    for _ in range(4 * valid_idx.numel() * n_patches):  # bounded: each pass masks >= 1 token
-        if used >= budget:
+    B, _, P = mask.shape
+    device = mask.device
+    n_valid = valid.sum(dim=1)
+    # channel indices with the valid ones first, in channel order, to map a draw to a channel
+    valid_first = (~valid).to(torch.uint8).argsort(dim=1, stable=True)
+    patch = torch.arange(P, device=device)
+    used = torch.zeros(B, dtype=torch.long, device=device)
+
+    def uniform(k: int) -> torch.Tensor:
+        # float64: floor(u * n) stays uniform over n choices for any montage size
+        return torch.rand(B, k, generator=generator, device=device, dtype=torch.float64)
+
+    for chunk in range(_MAX_CHUNKS):
+        if chunk and not bool((used < budget).any()):  # one host sync per chunk, not per sample
             break
-        centre = int(torch.randint(valid_idx.numel(), (1,), generator=generator))
-        near = (distance[centre] <= radius_m).nonzero().squeeze(1)
-        near = near[distance[centre, near].argsort()]
-        if span == "all":
-            start, length = 0, n_patches
-        else:
-            length = int(torch.randint(1, n_patches + 1, (1,), generator=generator))
-            start = int(torch.randint(0, n_patches - length + 1, (1,), generator=generator))
-        block = torch.zeros_like(mask)
-        block[valid_idx[near], start : start + length] = True
-        # tokens in order of distance to the centre, so a cut block stays compact
-        new = (block & ~mask).nonzero()
-        if new.numel() == 0:
-            continue
-        rank = (distance[centre][torch.searchsorted(valid_idx, new[:, 0])]).argsort(stable=True)
-        new = new[rank[: budget - used]]
-        mask[new[:, 0], new[:, 1]] = True
-        used += new.shape[0]
+        K = min(_FIRST_CHUNK << chunk, _MAX_CHUNK)
+        # floor(u * n) can round up to n in floating point: clamp
+        pick = torch.minimum((uniform(K) * n_valid[:, None]).long(), n_valid[:, None] - 1)
+        centre = valid_first.gather(1, pick.clamp(min=0))  # (B, K)
+        centre_xyz = coords.gather(1, centre[..., None].expand(B, K, 3))
+        distance = torch.cdist(centre_xyz, coords, compute_mode=EXACT)  # (B, K, C)
+        run = None
+        if span == "random":
+            length = 1 + (uniform(K) * P).long().clamp(max=P - 1)
+            start = torch.minimum((uniform(K) * (P - length + 1)).long(), P - length)
+            run = (patch >= start[..., None]) & (patch < (start + length)[..., None])
+        take = _greedy_blocks(mask, distance, valid, run, radius_m, budget - used)
+        mask |= take
+        used += take.sum(dim=(1, 2))
+
+
+def _greedy_blocks(
+    mask: torch.Tensor,
+    distance: torch.Tensor,
+    valid: torch.Tensor,
+    run: torch.Tensor | None,
+    radius_m: float,
+    left: torch.Tensor,
+) -> torch.Tensor:
+    """Tokens that K blocks add, in order, to ``mask (B, C, P)`` within ``left (B,)`` tokens.
+
+    ``distance (B, K, C)``: from each block centre to every channel; ``run (B, K, P)``: the
+    patches each block covers (None: all). Same result as adding the blocks one at a time,
+    each minus what is already masked, the last one cut keeping the tokens nearest its centre
+    (ties in token order): every still-visible token is keyed by (first block covering it,
+    distance to that block's centre, token order) and the first ``left`` keys are taken.
+    """
+    B, C, P = mask.shape
+    K = distance.shape[1]
+    covered = (distance <= radius_m) & valid[:, None, :]
+    # (B, K, C, 1) for blocks over all patches: one key per channel, broadcast over patches
+    covered = covered[..., None] if run is None else covered[..., None] & run[:, :, None, :]
+    # first block covering each token, K where none does (int16: a fast reduction on CPU)
+    block = torch.arange(K, device=mask.device, dtype=torch.int16).view(1, K, 1, 1)
+    first = torch.where(covered, block, K).amin(dim=1)  # (B, C, P) or (B, C, 1)
+    nearest = first.long().clamp(max=K - 1)  # uncovered tokens read a dummy, dropped below
+    to_centre = distance.transpose(1, 2).gather(2, nearest).expand(B, C, P).reshape(B, C * P)
+    first = first.expand(B, C, P).reshape(B, C * P)
+    new = (first < K) & ~mask.view(B, C * P)
+    first = torch.where(new, first, K)
+    to_centre = torch.where(new, to_centre, torch.inf)
+    # lexicographic key by stable sorts, least significant first; token order breaks ties
+    by_distance = to_centre.argsort(dim=1, stable=True)
+    then_block = _rank(first.gather(1, by_distance))
+    key = torch.empty_like(by_distance).scatter_(1, by_distance, then_block)
+    return (new & (key < left[:, None])).view(B, C, P)
 
 
 def mixed_mask(
@@ -105,32 +156,54 @@ def mixed_mask(
     ``weights`` = (patch, channel, block) shares of the budget. Blocks are drawn first, then
     whole channels, then random patches fill the rest, so every sample gets exactly
     ``round(ratio * real tokens)`` masked tokens whenever the patch weight is non-zero.
-    Returns ``mask (B, C, P)`` bool and ``kind (B, C, P)`` int8 (see ``MASK_KINDS``).
+    Returns ``mask (B, C, P)`` bool and ``kind (B, C, P)`` int8 (see ``MASK_KINDS``), on the
+    device of ``valid``; ``generator``, if given, must be on that device too.
     """
+    _check_ratio(ratio)
     if span not in ("all", "random"):
         raise ValueError(f"span must be 'all' or 'random', got {span!r}")
     if len(weights) != 3 or min(weights) < 0 or sum(weights) <= 0:
         raise ValueError(f"weights must be three non-negative numbers, not all zero: {weights}")
-    coords = coords.detach().to("cpu", torch.float32)
-    valid = valid.detach().to("cpu", torch.bool)
-    B, C = valid.shape
-    mask = torch.zeros(B, C, n_patches, dtype=torch.bool)
-    kind = torch.zeros(B, C, n_patches, dtype=torch.int8)
-    w_patch, w_channel, w_block = (w / sum(weights) for w in weights)
-    for b in range(B):
-        total = _budget(int(valid[b].sum()) * n_patches, ratio)
-        before = mask[b].clone()
-        _add_blocks(
-            mask[b], coords[b], valid[b], _budget(total, w_block), radius_m, span, generator
+    device = valid.device
+    if generator is not None and generator.device.type != device.type:
+        raise ValueError(
+            f"generator is on {generator.device} but the masks are drawn on {device}: "
+            "create it there, e.g. torch.Generator(device=valid.device)"
         )
-        kind[b][mask[b] & ~before] = MASK_KINDS["block"]
-        before = mask[b].clone()
-        _add_channels(mask[b], valid[b], _budget(total, w_channel), generator)
-        kind[b][mask[b] & ~before] = MASK_KINDS["channel"]
-        if w_patch > 0:
-            before = mask[b].clone()
-            _add_patches(mask[b], valid[b], total - int(mask[b].sum()), generator)
-            kind[b][mask[b] & ~before] = MASK_KINDS["patch"]
+    valid = valid.detach().to(torch.bool)
+    coords = torch.nan_to_num(coords.detach().to(device, torch.float32))
+    B, C = valid.shape
+    P = n_patches
+    w_patch, w_channel, w_block = (w / sum(weights) for w in weights)
+    n_valid = valid.sum(dim=1)
+    total = _budget(n_valid * P, ratio)
+    mask = torch.zeros(B, C, P, dtype=torch.bool, device=device)
+
+    if w_block > 0 and C > 0:
+        _add_blocks(mask, coords, valid, _budget(total, w_block), radius_m, span, generator)
+    block = mask.clone()
+
+    if w_channel > 0:
+        untouched = valid & ~mask.any(dim=2)
+        # one valid channel always stays visible
+        n_channels = torch.minimum(
+            torch.minimum(_budget(total, w_channel) // P, n_valid - 1), untouched.sum(dim=1)
+        ).clamp(min=0)
+        mask |= _pick(untouched, n_channels, generator)[..., None]
+    channel = mask & ~block
+
+    patch = torch.zeros_like(mask)
+    if w_patch > 0:
+        visible = (valid[..., None] & ~mask).view(B, C * P)
+        missing = (total - mask.sum(dim=(1, 2))).clamp(min=0)
+        patch = _pick(visible, missing, generator).view(B, C, P)
+        mask |= patch
+
+    kind = (
+        block.to(torch.int8) * MASK_KINDS["block"]
+        + channel.to(torch.int8) * MASK_KINDS["channel"]
+        + patch.to(torch.int8) * MASK_KINDS["patch"]
+    )
     return mask, kind
 
 
@@ -160,7 +233,7 @@ def _one_kind(valid: torch.Tensor, n_patches: int, ratio: float,
               weights: tuple[float, float, float], generator: torch.Generator | None
               ) -> torch.Tensor:
     """`mixed_mask` restricted to one kind that ignores positions (coordinates unused)."""
-    coords = torch.zeros(*valid.shape, 3)
+    coords = torch.zeros(*valid.shape, 3, device=valid.device)
     return mixed_mask(coords, valid, n_patches, ratio, weights=weights, generator=generator)[0]
 
 

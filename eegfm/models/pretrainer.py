@@ -94,8 +94,12 @@ class MaskedPretrainer(nn.Module):
         n_patches: int,
         generator: torch.Generator | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mask, kind)`` of shape ``(B, C, P)`` on the device of ``valid``."""
-        mask, kind = mixed_mask(
+        """``(mask, kind)`` of shape ``(B, C, P)``, drawn on the device of ``valid``.
+
+        A ``generator``, if given, must be on that device; without one the device's global RNG
+        is used.
+        """
+        return mixed_mask(
             torch.nan_to_num(coords.float()),
             valid,
             n_patches,
@@ -105,7 +109,6 @@ class MaskedPretrainer(nn.Module):
             span=self.block_span,
             generator=generator,
         )
-        return mask.to(valid.device), kind.to(valid.device)
 
     def forward_encoder(self, inputs: EncoderInputs, mask: torch.Tensor) -> torch.Tensor:
         """Patch-embed, swap masked tokens for the mask token, encode: ``(B, C, P, D)``."""
@@ -135,10 +138,12 @@ class MaskedPretrainer(nn.Module):
         loss_mse = (token_mse * weight).sum() / n_masked
         parts: dict[str, torch.Tensor] = {"loss_mse": loss_mse.detach()}
         parts["loss_zero"] = (target.pow(2).mean(dim=-1) * weight).sum() / n_masked
+        detached = token_mse.detach()
         for name, code in MASK_KINDS.items():
-            of_kind = kind == code
-            if bool(of_kind.any()):
-                parts[f"loss_{name}"] = token_mse.detach()[of_kind].mean()
+            # masked sums, not a boolean index: no host sync per step on GPU; 0/0 = NaN marks
+            # a kind absent from the batch, which the logging skips
+            of_kind = (kind == code).to(detached.dtype)
+            parts[f"loss_{name}"] = (detached * of_kind).sum() / of_kind.sum()
         loss = loss_mse
         if self.spectrum_weight > 0:
             spectrum = (
