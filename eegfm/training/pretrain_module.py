@@ -83,6 +83,13 @@ class MaskedPretrainModule(L.LightningModule):
         nonfinite: on a NaN/Inf gradient (checked after DDP's all-reduce, so every rank
             decides alike): 'skip' drops that update and goes on, 'raise' stops with an error.
         max_consecutive_nonfinite: with 'skip', fail after this many bad steps in a row.
+        compile_mode: `torch.compile` each transformer block with this mode ("default",
+            "reduce-overhead" for CUDA graphs, "max-autotune"; None: eager). On GPU it fuses
+            the norms, permutes and element-wise work between matrix products; the first steps
+            (and each new channel count) pay the compile.
+        fused_adamw: AdamW's fused single-kernel step (None: on CUDA). Gradient clipping then
+            runs here (`configure_gradient_clipping`), since Lightning refuses to clip for an
+            optimizer that could unscale gradients itself.
     """
 
     def __init__(
@@ -99,11 +106,17 @@ class MaskedPretrainModule(L.LightningModule):
         seed: int = 0,
         nonfinite: Literal["skip", "raise"] = "skip",
         max_consecutive_nonfinite: int = 20,
+        compile_mode: str | None = None,
+        fused_adamw: bool | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         model = create_model(encoder, **(encoder_overrides or {}))
         self.pretrainer = MaskedPretrainer(model, **(pretrainer or {}))
+        if compile_mode is not None:
+            for block in self.encoder.blocks:
+                # in place: parameter names and checkpoints stay the same
+                block.compile(mode=compile_mode)
         self.step_metrics: dict[str, Any] = {}
         self._metric_keys: list[str] | None = None
         self.nonfinite_steps = 0  # total skipped updates (kept in checkpoints)
@@ -176,7 +189,8 @@ class MaskedPretrainModule(L.LightningModule):
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if not grads:
             return
-        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        # one multi-tensor kernel rather than one norm per parameter (hundreds of launches)
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         self.step_metrics["grad_norm"] = norm.detach()
         if self.trainer.precision == "16-mixed":  # the GradScaler handles overflow itself
             return
@@ -201,6 +215,29 @@ class MaskedPretrainModule(L.LightningModule):
         rank_zero_warn(f"non-finite gradient at {where}: update skipped")
         optimizer.zero_grad(set_to_none=True)
 
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """Clip by global norm with the norm `on_before_optimizer_step` measured.
+
+        Without a gradient scaler (fp32, bf16) gradients are already unscaled, so clipping is
+        valid for a fused AdamW too; fp16 with its scaler keeps Lightning's own clipping.
+        """
+        norm = self.step_metrics.get("grad_norm")
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        if (not gradient_clip_val or norm is None or scaler is not None
+                or gradient_clip_algorithm not in (None, "norm")):
+            super().configure_gradient_clipping(optimizer, gradient_clip_val,
+                                                gradient_clip_algorithm)
+            return
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads:  # empty after a skipped (non-finite) step
+            # as torch.nn.utils.clip_grad_norm_: scale only when the norm exceeds the limit
+            torch._foreach_mul_(grads, (gradient_clip_val / (norm + 1e-6)).clamp(max=1.0))
+
     def configure_optimizers(self) -> dict[str, Any]:
         """AdamW over decay / no-decay groups with a per-step warm-up + cosine schedule."""
         hp = self.hparams
@@ -210,7 +247,9 @@ class MaskedPretrainModule(L.LightningModule):
         if total is None:
             total = int(self.trainer.estimated_stepping_batches)
         groups = param_groups(self.pretrainer, hp.weight_decay)
-        fused = self.device.type == "cuda"  # one kernel for all parameters on GPU
+        fused = hp.fused_adamw
+        if fused is None:  # one kernel for all parameters on GPU; fp16's scaler clips itself
+            fused = self.device.type == "cuda" and self.trainer.precision != "16-mixed"
         optimizer = torch.optim.AdamW(groups, lr=hp.lr, betas=tuple(hp.betas), fused=fused)
         schedule = WarmupCosine(int(hp.warmup_steps), int(total), float(hp.min_lr_ratio))
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)

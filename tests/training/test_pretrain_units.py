@@ -220,3 +220,37 @@ def test_nonfinite_gradient_is_skipped_or_raises(mode: str, tmp_path: Path) -> N
     trainer.fit(module, loader)
     assert module.nonfinite_steps == 1 and trainer.global_step == 4
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_bf16_with_fused_adamw_clips_gradients(tmp_path: Path) -> None:
+    """The GPU recipe (bf16-mixed, fused AdamW, clipping) runs: Lightning refuses to clip for a
+    fused optimizer, so the module clips itself, to the norm it was given."""
+    import lightning as L
+
+    from eegfm.training.pretrain_module import MaskedPretrainModule
+
+    clipped: list[tuple[float, float]] = []
+
+    class Recording(MaskedPretrainModule):
+        def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                        gradient_clip_algorithm=None) -> None:
+            super().configure_gradient_clipping(optimizer, gradient_clip_val,
+                                                gradient_clip_algorithm)
+            grads = [p.grad for p in self.parameters() if p.grad is not None]
+            after = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            clipped.append((float(self.step_metrics["grad_norm"]), float(after)))
+
+    torch.manual_seed(0)
+    module = Recording(warmup_steps=1, fused_adamw=True)
+    trainer = L.Trainer(
+        max_steps=3, accelerator="cpu", precision="bf16-mixed", gradient_clip_val=0.05,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.fit(module, torch.utils.data.DataLoader(_batches(), batch_size=None))
+    assert trainer.global_step == 3
+    assert module.optimizers().optimizer.defaults["fused"]
+    assert len(clipped) == 3
+    for before, after in clipped:
+        assert before > 0.05
+        assert after == pytest.approx(0.05, rel=1e-3)
