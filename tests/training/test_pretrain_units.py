@@ -254,3 +254,26 @@ def test_bf16_with_fused_adamw_clips_gradients(tmp_path: Path) -> None:
     for before, after in clipped:
         assert before > 0.05
         assert after == pytest.approx(0.05, rel=1e-3)
+
+
+@pytest.mark.parametrize("config", ["tiny", "base"])
+def test_shipped_pretrain_configs_parse(config: str, tmp_path: Path) -> None:
+    """Every key of the shipped configs is one the CLI knows (a typo fails here, not on a GPU)."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-m", "eegfm", "pretrain", "--config",
+         str(root / "configs" / "pretrain" / f"{config}.yaml"), "--data", str(tmp_path),
+         "--print_config"],
+        capture_output=True, text=True, cwd=tmp_path, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    resolved = yaml.safe_load(result.stdout)
+    shipped = yaml.safe_load((root / "configs" / "pretrain" / f"{config}.yaml").read_text())
+    for section in ("trainer", "model", "data"):
+        for key, value in shipped.get(section, {}).items():
+            assert resolved[section][key] == value, f"{section}.{key}"
