@@ -12,10 +12,9 @@ re-references to the average of the good ones while the result is written out.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import signal
 
 from eegfm.prep import steps
 from eegfm.prep.config import PrepConfig
@@ -39,6 +38,7 @@ class CleaningPlan:
     block: int  # output samples per block
     pieces: tuple[tuple[int, int, int, int], ...]
     level_samples: int  # input samples whose mean is subtracted from each piece
+    fir_spectra: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(
@@ -128,10 +128,7 @@ def filtered_blocks(
                 yield out_start + m0, resampled * plan.fir_kernel[0]
                 continue
             resampled = steps.reflect_pad(resampled, lo - (m0 - margin), m1 + margin - hi)
-            yield (
-                out_start + m0,
-                signal.oaconvolve(resampled, plan.fir_kernel[None, :], mode="valid", axes=1),
-            )
+            yield out_start + m0, steps.fir_valid(resampled, plan.fir_kernel, plan.fir_spectra)
 
 
 class RunningMoments:
