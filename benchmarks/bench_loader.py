@@ -1,12 +1,13 @@
 """Pretraining loader throughput: windows/s per DataLoader worker, eegfm shards vs braindecode.
 
 Builds the same recordings three ways from real eegmat EDFs (resampled to 200 Hz, channels
-tiled to 22 and 64 so every loader reads identical arrays): eegfm shards read through
-`PretrainDataModule`'s loader, and braindecode windows from `create_fixed_length_windows` on
-lazily read FIF raws (preload=False) and preloaded. Every loader draws shuffled 4 s windows in
-batches and is iterated like training would (collate included). A fourth row, "no-I/O
-ceiling", runs the shard loader's collate over a dataset that reads nothing: what the
-DataLoader itself (worker -> main process transfer) allows on this machine.
+tiled to 22 and 64 so every loader reads identical arrays): eegfm shards read through the loader
+`PretrainDataModule.train_dataloader` builds, and braindecode windows from
+`create_fixed_length_windows` on lazily read FIF raws (preload=False) and preloaded. Every loader
+draws shuffled 4 s windows in batches and is iterated like training would (collate included). A
+fourth row, "no-I/O ceiling", runs that same loader (class, collate, worker and pinning options)
+over a dataset that reads nothing, with one endless epoch: what the DataLoader itself
+(worker -> main process transfer) allows on this machine.
 
     python benchmarks/bench_loader.py [--eegmat ../shared/eeg/eegmat] [--seconds 3]
 """
@@ -19,16 +20,16 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
+from types import SimpleNamespace
 
 import mne
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from eegfm.data.collate import pad_collate
-from eegfm.data.windows import DistributedWindowBatchSampler, ShardWindowDataset, WindowIndex
-from eegfm.shards import Recording, ShardReader, ShardWriter
-from eegfm.training.datamodule import ResumableDataLoader
+from eegfm.data.windows import DistributedWindowBatchSampler, WindowIndex
+from eegfm.shards import Recording, ShardWriter
+from eegfm.training.datamodule import PretrainDataModule, ResumableDataLoader
 
 SFREQ = 200.0
 
@@ -91,16 +92,11 @@ def windows_per_s(loader: DataLoader, seconds: float, warmup_batches: int = 3) -
     raise AssertionError("unreachable")
 
 
-def shard_loader(root: Path, workers: int, batch_size: int) -> DataLoader:
-    """The pretraining loader (index, sampler, dataset, collate) over a shard directory."""
-    reader = ShardReader(root)
-    index = WindowIndex(reader.entries, int(4 * SFREQ))
-    sampler = DistributedWindowBatchSampler(index, batch_size, seed=0)
-    dataset = ShardWindowDataset(reader, index)
-    extra = {"persistent_workers": True} if workers else {}
-    return ResumableDataLoader(
-        dataset, sampler, num_workers=workers, collate_fn=pad_collate, **extra
-    )
+def shard_loader(root: Path, workers: int, batch_size: int) -> ResumableDataLoader:
+    """The pretraining loader `PretrainDataModule` builds over a shard directory."""
+    data = PretrainDataModule([str(root)], window_s=4.0, batch_size=batch_size,
+                              num_workers=workers)
+    return data.train_dataloader()
 
 
 class ConstantWindows(torch.utils.data.Dataset):
@@ -119,16 +115,28 @@ class ConstantWindows(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return 10**9
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: object) -> dict:
         return self.sample
 
 
-def ceiling_loader(n_channels: int, workers: int, batch_size: int) -> DataLoader:
-    """Same collate and batch size as the shard loader, no I/O: transfer cost only."""
-    extra = {"persistent_workers": True} if workers else {}
-    dataset = ConstantWindows(n_channels)
-    return DataLoader(
-        dataset, batch_size=batch_size, num_workers=workers, collate_fn=pad_collate, **extra
+def ceiling_loader(
+    root: Path, n_channels: int, workers: int, batch_size: int
+) -> ResumableDataLoader:
+    """The shard loader's class, collate and options over `ConstantWindows`: transfer cost only."""
+    shards = shard_loader(root, workers, batch_size)
+    # One recording long enough for 10,000 batches: an epoch outlasts the measurement.
+    window = int(4 * SFREQ)
+    entry = SimpleNamespace(recording_id="constant", dataset="constant", montage_id="constant",
+                            n_channels=n_channels, n_samples=window * batch_size * 10_000,
+                            sfreq=SFREQ)
+    sampler = DistributedWindowBatchSampler(WindowIndex([entry], window), batch_size)
+    extra = {}
+    if workers:
+        extra = {"persistent_workers": shards.persistent_workers,
+                 "prefetch_factor": shards.prefetch_factor}
+    return ResumableDataLoader(
+        ConstantWindows(n_channels), sampler, num_workers=workers, collate_fn=shards.collate_fn,
+        pin_memory=shards.pin_memory, **extra
     )
 
 
@@ -169,6 +177,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--seconds", type=float, default=3.0, help="timing per measurement")
+    parser.add_argument("--no-braindecode", action="store_true",
+                        help="measure the eegfm rows only (no FIF files, no ratio column)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
@@ -178,12 +188,12 @@ def main() -> None:
             recordings = load_recordings(args.eegmat, args.files, C)
             hours = sum(d.shape[1] for _, d in recordings) / SFREQ / 3600
             write_shards(recordings, Path(tmp) / f"shards{C}")
-            fifs = write_fifs(recordings, Path(tmp) / f"fif{C}")
+            fifs = [] if args.no_braindecode else write_fifs(recordings, Path(tmp) / f"fif{C}")
             shards = Path(tmp) / f"shards{C}"
             for workers in args.workers:
                 candidates = [
                     ("eegfm shards", shard_loader, (shards, workers, args.batch_size)),
-                    ("no-I/O ceiling", ceiling_loader, (C, workers, args.batch_size)),
+                    ("no-I/O ceiling", ceiling_loader, (shards, C, workers, args.batch_size)),
                     (
                         "braindecode lazy",
                         braindecode_loader,
@@ -195,6 +205,8 @@ def main() -> None:
                         (fifs, True, workers, args.batch_size),
                     ),
                 ]
+                if args.no_braindecode:
+                    candidates = candidates[:2]
                 for name, make, make_args in candidates:
                     rate = windows_per_s(make(*make_args), args.seconds)
                     rows.append((name, C, workers, rate))
@@ -204,7 +216,8 @@ def main() -> None:
     print("|---|---|---|---|---|")
     lazy = {(c, w): r for n, c, w, r in rows if n == "braindecode lazy"}
     for name, C, workers, rate in rows:
-        print(f"| {name} | {C} | {workers} | {rate:,.0f} | {rate / lazy[(C, workers)]:.1f}x |")
+        ratio = f"{rate / lazy[(C, workers)]:.1f}x" if lazy else "-"
+        print(f"| {name} | {C} | {workers} | {rate:,.0f} | {ratio} |")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
@@ -12,7 +13,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from eegfm.data.collate import pad_collate
+from eegfm.data.collate import PadCollate, detach_batch, pad_collate
 from eegfm.data.windows import DistributedWindowBatchSampler, ShardWindowDataset, WindowIndex
 from eegfm.shards import ShardReader
 
@@ -26,6 +27,10 @@ class ResumableDataLoader(DataLoader):
     iterates again. The position is counted from the trainer's optimizer steps (not from batches
     handed out), so it matches the weights even when a checkpoint is written mid-step, e.g. by
     the SLURM requeue signal handler.
+
+    With a `PadCollate` and worker processes, each batch arrives in a shared-memory block its
+    worker will reuse, and is copied to private memory before it is yielded (the pin-memory
+    thread's copy does this when pinning is on), so batches a caller keeps never change.
     """
 
     def __init__(
@@ -37,6 +42,14 @@ class ResumableDataLoader(DataLoader):
         **loader_kwargs: Any,
     ) -> None:
         super().__init__(dataset, batch_sampler=batch_sampler, **loader_kwargs)
+        collate = self.collate_fn
+        self._pooled = isinstance(collate, PadCollate) and self.num_workers > 0
+        if self._pooled and collate.prefetch_factor < self.prefetch_factor:
+            raise ValueError(
+                f"PadCollate(prefetch_factor={collate.prefetch_factor}) would reuse its buffers "
+                f"too early for a loader with prefetch_factor={self.prefetch_factor}: build it "
+                "with the loader's prefetch_factor"
+            )
         self._batches_trained = batches_trained
         self._epoch: int | None = None  # epoch of the current (or last) iteration
         self._epoch_base = 0  # batches_trained() when that epoch's first batch started
@@ -48,7 +61,17 @@ class ResumableDataLoader(DataLoader):
         self._epoch, self._yielded = sampler.epoch, skip
         if self._batches_trained is not None:
             self._epoch_base = self._batches_trained() - skip
+        # The received views of each worker's blocks, kept so torch's receive cache holds their
+        # mappings: a block seen again is then neither mapped nor page-faulted again.
+        received: deque[dict[str, Any]] = deque(
+            maxlen=self.num_workers * self.collate_fn.n_slots if self._pooled else 0
+        )
         for batch in super().__iter__():
+            if self._pooled:
+                detached = detach_batch(batch)
+                if detached is not batch:  # not already copied by the pin-memory thread
+                    received.append(batch)
+                batch = detached
             self._yielded += 1
             yield batch
 
@@ -105,7 +128,7 @@ class PretrainDataModule(L.LightningDataModule):
             give the same batches on every rank.
         pin_memory: pin host memory (None: when CUDA is available).
         persistent_workers: keep workers alive between epochs.
-        prefetch_factor: batches each worker prepares ahead (None: PyTorch's default).
+        prefetch_factor: batches each worker prepares ahead (None: 2, PyTorch's default).
         on_bad_window: "raise" (default) stops on a window that cannot be read or holds
             NaN/Inf; "skip" replaces it by another window of its batch and warns once per
             recording (run `eegfm validate` to find damaged shards).
@@ -206,10 +229,13 @@ class PretrainDataModule(L.LightningDataModule):
         workers = int(hp.num_workers)
         pin = torch.cuda.is_available() if hp.pin_memory is None else hp.pin_memory
         extra: dict[str, Any] = {}
+        collate: Callable[[list[dict[str, Any]]], dict[str, Any]] = pad_collate
         if workers > 0:
+            # Explicit, because the collate's buffer pool is sized from it.
+            prefetch = 2 if hp.prefetch_factor is None else int(hp.prefetch_factor)
             extra["persistent_workers"] = hp.persistent_workers
-            if hp.prefetch_factor is not None:
-                extra["prefetch_factor"] = hp.prefetch_factor
+            extra["prefetch_factor"] = prefetch
+            collate = PadCollate(prefetch)
         dataset = ShardWindowDataset(self.reader, self.index, max_channels=hp.max_channels,
                                      on_bad_window=hp.on_bad_window)
         return ResumableDataLoader(
@@ -217,7 +243,7 @@ class PretrainDataModule(L.LightningDataModule):
             self.sampler,
             batches_trained=batches_trained,
             num_workers=workers,
-            collate_fn=pad_collate,
+            collate_fn=collate,
             pin_memory=pin,
             **extra,
         )
