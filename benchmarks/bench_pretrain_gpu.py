@@ -63,12 +63,9 @@ def real_batches(roots: list[str], n_channels: int, batch_size: int, n_batches: 
     from eegfm.shards.reader import ShardReader
 
     reader = ShardReader(roots)
-    length = None
-    pool = []
-    for entry in reader.entries:
-        length = round(window_s * entry.sfreq)
-        if entry.n_channels >= n_channels and entry.n_samples >= length:
-            pool.append(entry)
+    pool = [(entry, round(window_s * entry.sfreq)) for entry in reader.entries]
+    pool = [(entry, length) for entry, length in pool
+            if entry.n_channels >= n_channels and entry.n_samples >= length]
     if not pool:
         raise SystemExit(f"no recording with >= {n_channels} channels and one {window_s}-s "
                          f"window in {roots}")
@@ -77,7 +74,7 @@ def real_batches(roots: list[str], n_channels: int, batch_size: int, n_batches: 
     for _ in range(n_batches):
         samples = []
         for _ in range(batch_size):
-            entry = pool[rng.integers(len(pool))]
+            entry, length = pool[rng.integers(len(pool))]
             start = int(rng.integers(entry.n_samples - length + 1))
             window = reader.read_window(entry.recording_id, start, length)
             keep = np.sort(rng.choice(entry.n_channels, n_channels, replace=False))

@@ -99,8 +99,8 @@ class MaskedPretrainer(nn.Module):
         A ``generator``, if given, must be on that device; without one the device's global RNG
         is used.
         """
-        return mixed_mask(
-            torch.nan_to_num(coords.float()),
+        return mixed_mask(  # NaN coordinates (padding) are zeroed inside
+            coords,
             valid,
             n_patches,
             self.mask_ratio,
