@@ -65,10 +65,43 @@ def pick_eeg(raw: mne.io.BaseRaw) -> tuple[list[int], list[int]]:
 FILE_LAYOUT = "file_layout"  # montage value: place the header's 2-D display layout (opt-in)
 
 
+_LOCATIONS: dict[tuple, Localization] = {}
+
+
+def _location_key(info: mne.Info, picks: list[int], montage: Montage) -> tuple | None:
+    """What `locate_channels` reads: names, kinds, positions and frames, and the montage."""
+    if montage is not None and not isinstance(montage, str | os.PathLike):
+        return None  # a DigMontage object: not cached
+    if montage is not None and Path(montage).is_file():
+        stat = Path(montage).stat()  # an edited montage file is read again
+        montage = (str(montage), stat.st_mtime_ns, stat.st_size)
+    channels = tuple(
+        (ch["ch_name"], int(ch["kind"]), int(ch["coord_frame"]), ch["loc"][:6].tobytes())
+        for ch in (info["chs"][i] for i in picks)
+    )
+    return channels, montage
+
+
 def locate(
     raw: mne.io.BaseRaw, eeg_picks: list[int], montage: Montage = None, source: str = ""
 ) -> Localization:
-    """`eegfm.montage.locate_channels` on the EEG channels of a raw."""
+    """`eegfm.montage.locate_channels` on the EEG channels of a raw.
+
+    Recordings of one cap share their result (kept per process for the last 64 caps): locating
+    costs more than cleaning a minute of EEG.
+    """
+    key = _location_key(raw.info, eeg_picks, montage)
+    if key is not None and key in _LOCATIONS:
+        return _LOCATIONS[key]
+    localization = _locate(raw, eeg_picks, montage, source)
+    if key is not None:
+        if len(_LOCATIONS) >= 64:
+            _LOCATIONS.clear()
+        _LOCATIONS[key] = localization
+    return localization
+
+
+def _locate(raw: mne.io.BaseRaw, eeg_picks: list[int], montage: Montage, source: str):
     import mne
 
     from eegfm.montage import locate_channels

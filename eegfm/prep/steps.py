@@ -33,6 +33,17 @@ def reflect_pad(x: np.ndarray, before: int, after: int) -> np.ndarray:
     return out
 
 
+def reflect_fill(x: np.ndarray, start: int, stop: int, end: int) -> np.ndarray:
+    """Fill x[:, :start] and x[:, stop:end] by mirroring x[:, start:stop] (as `reflect_pad`)."""
+    n, before, after = stop - start, start, end - stop
+    if before >= n or after >= n:
+        x[:, :end] = np.pad(x[:, start:stop], ((0, 0), (before, after)), mode="reflect")
+        return x
+    x[:, :start] = x[:, start + 1 : start + 1 + before][:, ::-1]
+    x[:, stop:end] = x[:, stop - 1 - after : stop - 1][:, ::-1]
+    return x
+
+
 def read_reflected(
     read: Callable[[int, int], np.ndarray], start: int, stop: int, n: int
 ) -> np.ndarray:
@@ -164,6 +175,147 @@ def fir_valid(
     return sp_fft.irfft(sp_fft.rfft(x, size, axis=1) * spectrum, size, axis=1)[:, taps - 1 : n]
 
 
+class ResampleFilter:
+    """Resampling then one FIR at the new rate, on blocks of input samples, in bounded memory.
+
+    `block(x, k0, lo, hi)` gives the FIR's 'valid' output for resampled samples [lo, hi), i.e.
+    samples [lo + taps - 1, hi), from x = input samples [k0, k0 + len) (`input_span`). When the
+    rates allow (`fused`), both filters run as one product of spectra: one transform of the
+    input block, the polyphase filter, the decimation (a fold of the spectrum) and the FIR, then
+    one inverse transform at the new rate; circular convolution of a zero-padded block is the
+    linear one, so this equals `signal.upfirdn` followed by `fir_valid` (to ~1e-12) at about
+    two thirds of the cost (500 -> 200 Hz). Otherwise it runs those two.
+    """
+
+    def __init__(self, up: int, down: int, resample_kernel: np.ndarray, fir_kernel: np.ndarray):
+        self.up, self.down = up, down
+        self.resample_kernel, self.fir_kernel = resample_kernel, fir_kernel
+        self.half = (len(resample_kernel) - 1) // 2
+        self.taps = len(fir_kernel)
+        # input samples where the polyphase grid starts on an output sample (no kernel shift)
+        self.phase = self.half * pow(up, -1, down) % down if down > 1 else 0
+        self.fused = fused_is_faster(up, down, len(resample_kernel))
+        self._folds: dict[int, list[tuple]] = {}
+        self._fir_spectra: dict[int, np.ndarray] = {}
+
+    def input_span(self, lo: int, hi: int) -> tuple[int, int]:
+        """Input samples [k0, k1) that resampled samples [lo, hi) depend on (fused: k0 aligned)."""
+        k0, k1 = resample_span(lo, hi, self.up, self.down, self.resample_kernel)
+        return (k0 - (k0 - self.phase) % self.down if self.fused else k0), k1
+
+    def block(self, x: np.ndarray, k0: int, lo: int, hi: int) -> np.ndarray:
+        """FIR-filtered resampled samples [lo + taps - 1, hi) from input samples [k0, ...)."""
+        if not self.fused:
+            resampled = resample_block(x, k0, lo, hi, self.up, self.down, self.resample_kernel)
+            return fir_valid(resampled, self.fir_kernel, self._fir_spectra)
+        if (k0 * self.up - self.half) % self.down:
+            raise ValueError(f"input block starts at {k0}, off the polyphase grid (input_span)")
+        first = (self.half - k0 * self.up) // self.down  # resampled m is decimated m + first
+        n_fft = self.fft_length(self.input_span(lo, hi)[1] - k0)
+        spectrum = sp_fft.rfft(x, n_fft, axis=1)
+        n_out = self.up * n_fft // self.down
+        runs = self._fold(n_fft)
+        folded = np.zeros((x.shape[0], n_out // 2 + 1), complex)
+        # two channels at a time: their spectra and sums stay in cache (2.4x faster fold)
+        mirrored = np.empty((2, folded.shape[1]), complex)
+        scratch = np.empty_like(mirrored)
+        for row in range(0, x.shape[0], 2):
+            direct = folded[row : row + 2]
+            n_rows = direct.shape[0]
+            mirror = mirrored[:n_rows]
+            mirror[:] = 0.0
+            rows = spectrum[row : row + 2]
+            for k_start, k_stop, source, is_mirrored, weights in runs:
+                product = np.multiply(
+                    rows[:, source], weights, out=scratch[:n_rows, : k_stop - k_start]
+                )
+                target = (mirror if is_mirrored else direct)[:, k_start:k_stop]
+                np.add(target, product, out=target)
+            direct += np.conjugate(mirror, out=mirror)
+        out = sp_fft.irfft(folded, n_out, axis=1)
+        return out[:, lo + first + self.taps - 1 : hi + first]
+
+    def padded_length(self, n_in: int) -> int:
+        """Columns `block` wants for n_in input samples (zeros after them cost no copy)."""
+        return self.fft_length(n_in) if self.fused else n_in
+
+    def fft_length(self, n_in: int) -> int:
+        """Transform length for n_in input samples: no wrap-around, a multiple of `down`.
+
+        Lengths are 2^a * 3^b * 5^c with b, c <= 2 (nine per octave, fast for pocketfft), so the
+        last blocks of recordings of different lengths share a few lengths and their cached
+        transforms.
+        """
+        tail = -(-(len(self.resample_kernel) + self.down) // self.up) + 1  # kernel's reach
+        need = -(-(int(n_in) + tail) // self.down)
+        return self.down * min(
+            factor << max(0, (-(-need // factor) - 1).bit_length())
+            for factor in (1, 3, 5, 9, 15, 25, 45, 75, 225)
+        )
+
+    def _fold(self, n_fft: int) -> list[tuple]:
+        """Per run of output bins: (k_start, k_stop, input bins, mirrored?, weights).
+
+        Output bin k of the decimated, filtered block is (1/down) * sum over l of
+        H[k + l*Q] * X[(k + l*Q) mod n_fft] * G[k] (H: polyphase filter at the upsampled
+        length P = up * n_fft = down * Q, X: input transform, G: FIR transform). Bins of X
+        above n_fft / 2 are conjugates of the real transform's bins, read mirrored and
+        conjugated once at the end (`mirrored` holds conj(W) * X there).
+        """
+        if n_fft in self._folds:
+            return self._folds[n_fft]
+        up, down = self.up, self.down
+        n_up = up * n_fft
+        n_out = n_up // down
+        n_bins = n_out // 2 + 1
+        kernel_spectrum = sp_fft.rfft(self.resample_kernel, n_up)
+        fir_spectrum = sp_fft.rfft(self.fir_kernel, n_out)
+        runs = []
+        for alias in range(down):
+            upsampled = alias * n_out + np.arange(n_bins)  # bins of the upsampled spectrum
+            h = np.where(
+                upsampled <= n_up // 2,
+                kernel_spectrum[np.minimum(upsampled, n_up // 2)],
+                np.conj(kernel_spectrum[np.minimum(n_up - upsampled, n_up // 2)]),
+            )
+            weights = h * fir_spectrum / down
+            source = upsampled % n_fft
+            mirrored = source > n_fft // 2
+            # split into runs of consecutive output bins reading consecutive input bins
+            cut = np.flatnonzero((np.diff(source) != 1) | (mirrored[1:] != mirrored[:-1]))
+            for start, stop in zip(np.r_[0, cut + 1], np.r_[cut + 1, n_bins], strict=True):
+                if mirrored[start]:
+                    # X[n_fft - j] for j = source[start] .. source[stop - 1] (>= 1)
+                    index = slice(n_fft - source[start], n_fft - source[stop - 1] - 1, -1)
+                    w = np.conj(weights[start:stop])
+                else:
+                    index = slice(source[start], source[stop - 1] + 1)
+                    w = weights[start:stop]
+                runs.append((int(start), int(stop), index, bool(mirrored[start]), w))
+        self._folds[n_fft] = runs
+        return runs
+
+
+def fused_is_faster(up: int, down: int, n_kernel: int) -> bool:
+    """Whether the one-transform path beats polyphase filtering + FIR for this ratio.
+
+    Per output sample the fold costs ~down complex products per bin (about 2 * down real
+    multiply-adds) and the larger transform ~down / up more work than the output one, while
+    `upfirdn` costs n_kernel / up multiply-adds; the transforms need smooth lengths.
+    """
+    smooth = all(_largest_prime_factor(n) <= 7 for n in (up, down))
+    return smooth and 2 * down + 4 * down / up < n_kernel / up
+
+
+def _largest_prime_factor(n: int) -> int:
+    largest, factor = 1, 2
+    while factor * factor <= n:
+        while n % factor == 0:
+            largest, n = factor, n // factor
+        factor += 1
+    return max(largest, n)
+
+
 def fir_filter(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """Zero-phase FIR filtering of (C, T) along time, reflection-padded."""
     if len(kernel) == 1:
@@ -200,13 +352,16 @@ def to_microvolts(
 def rereference(
     x: np.ndarray, sfreq: float, config: PrepConfig, good: np.ndarray | None = None
 ) -> np.ndarray:
-    """Average reference over the `good` channels (all if None); unchanged for 'none'."""
+    """Average reference over the `good` channels (all if None); unchanged for 'none'.
+
+    The average is taken in float64 whatever x's dtype; the result keeps x's dtype.
+    """
     if config.reference == "none":
         return x
     good = np.ones(len(x), bool) if good is None else np.asarray(good, bool)
     if not good.any():
         good = np.ones(len(x), bool)  # every channel bad: the plain average is the best we have
-    return x - x[good].mean(axis=0, keepdims=True)
+    return x - x[good].mean(axis=0, keepdims=True, dtype=np.float64).astype(x.dtype, copy=False)
 
 
 def flag_channels(std_uv: np.ndarray, config: PrepConfig) -> dict[str, np.ndarray]:

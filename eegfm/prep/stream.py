@@ -1,12 +1,14 @@
 """Block-wise cleaning of one recording in bounded memory, equal to the whole-array steps.
 
 Per output block [m0, m1) at the shard rate: read the input samples it depends on (with the
-filters' margins, reflected at the recording's ends), convert to µV and reject NaN/Inf, resample
-(polyphase anti-aliasing), then apply one FIR holding the band-pass and the line-noise notches.
-Resampling first is exact for a linear time-invariant chain whose bands lie below the new Nyquist
-frequency, and filters 2.5-25x fewer samples. Pass 1 keeps the band-passed signal (float32, in
-memory or a scratch file) and per-channel statistics; pass 2 flags flat/noisy channels and
-re-references to the average of the good ones while the result is written out.
+filters' margins, reflected at the ends of the recording's continuous pieces), convert to µV and
+reject NaN/Inf, then resample (polyphase anti-aliasing) and apply one FIR holding the band-pass
+and the line-noise notches, both as one product of spectra where that is faster
+(`steps.ResampleFilter`). Resampling first is exact for a linear time-invariant chain whose
+bands lie below the new Nyquist frequency, and filters 2.5-25x fewer samples. Pass 1 keeps the
+band-passed signal (float32, in memory or a scratch file) and per-channel statistics; pass 2
+flags flat/noisy channels and re-references to the average of the good ones while the result
+is written out.
 """
 
 from __future__ import annotations
@@ -36,9 +38,14 @@ class CleaningPlan:
     resample_kernel: np.ndarray
     fir_kernel: np.ndarray
     block: int  # output samples per block
+    block_limit: int  # most output samples a block may hold (chunk_mb)
     pieces: tuple[tuple[int, int, int, int], ...]
     level_samples: int  # input samples whose mean is subtracted from each piece
-    fir_spectra: dict[int, np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+    filters: steps.ResampleFilter = field(compare=False, repr=False, default=None)
+
+    def __post_init__(self) -> None:
+        if self.filters is None:
+            object.__setattr__(self, "filters", _filters(self))
 
     @classmethod
     def build(
@@ -56,6 +63,7 @@ class CleaningPlan:
         by_memory = int(config.chunk_mb * 1e6 / (8 * max(n_channels, 1)) * up / down)
         block = min(round(config.chunk_s * config.sfreq), by_memory)
         block = max(hdf5_chunk, block // hdf5_chunk * hdf5_chunk)  # whole HDF5 chunks per write
+        limit = max(block, by_memory // hdf5_chunk * hdf5_chunk)
         n_out = steps.resampled_length(n_in, up, down)
         return cls(
             n_in=n_in,
@@ -67,14 +75,48 @@ class CleaningPlan:
             fir_kernel=steps.filter_kernel(config.sfreq, config, line_freq=line_freq)
             * steps.VOLTS_TO_UV,
             block=block,
+            block_limit=limit,
             pieces=_pieces(n_in, n_out, up, down, gaps),
             level_samples=max(1, round(10 * sfreq_in)),
         )
 
-    def blocks(self) -> Iterator[tuple[int, int]]:
+    def blocks(self) -> list[tuple[int, int]]:
         """Output sample ranges [m0, m1) covering the recording."""
-        for m0 in range(0, self.n_out, self.block):
-            yield m0, min(self.n_out, m0 + self.block)
+        return self.spans(self.n_out)
+
+    def spans(self, n: int) -> list[tuple[int, int]]:
+        """Ranges [m0, m1) of `block` samples covering n samples; a short tail joins the last.
+
+        A tail of at most a quarter block costs nearly as much as a whole one (the filters'
+        margins are read and transformed with it), so it is merged while `block_limit` allows.
+        """
+        bounds = [*range(0, n, self.block), n]
+        if (
+            len(bounds) > 2
+            and bounds[-1] - bounds[-2] <= self.block // 4
+            and bounds[-1] - bounds[-3] <= self.block_limit
+        ):
+            del bounds[-2]
+        return list(zip(bounds[:-1], bounds[1:], strict=True))
+
+
+_FILTERS: dict[tuple, steps.ResampleFilter] = {}
+
+
+def _filters(plan: CleaningPlan) -> steps.ResampleFilter:
+    """The plan's filters, shared by the recordings of a process that have the same ones.
+
+    A folder of recordings from one device shares its rates and config, so the transforms
+    `ResampleFilter` caches per block length are computed once, not once per file.
+    """
+    key = (plan.up, plan.down, plan.resample_kernel.tobytes(), plan.fir_kernel.tobytes())
+    if key not in _FILTERS:
+        if len(_FILTERS) >= 8:
+            _FILTERS.clear()
+        _FILTERS[key] = steps.ResampleFilter(
+            plan.up, plan.down, plan.resample_kernel, plan.fir_kernel
+        )
+    return _FILTERS[key]
 
 
 def _pieces(n_in: int, n_out: int, up: int, down: int, gaps: Sequence[tuple[int, int]]):
@@ -98,16 +140,20 @@ def _pieces(n_in: int, n_out: int, up: int, down: int, gaps: Sequence[tuple[int,
 def filtered_blocks(
     read: Callable[[int, int], np.ndarray], plan: CleaningPlan
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield (m0, band-passed µV block) from `read(a, b)` -> input samples [a, b) in volts."""
-    margin = (len(plan.fir_kernel) - 1) // 2
+    """Yield (m0, band-passed µV block) from `read(a, b)` -> input samples [a, b) in volts.
+
+    Each piece is extended by reflecting its input samples at both ends, so the filters' margins
+    around the first and last blocks are the mirrored recording (as MNE pads before filtering).
+    """
+    filters = plan.filters
+    margin = (filters.taps - 1) // 2
     for in_start, in_stop, out_start, out_stop in plan.pieces:
         n_in, n_out = in_stop - in_start, out_stop - out_start
         n_level = min(n_in, plan.level_samples)
         level = None
-        for m0 in range(0, n_out, plan.block):
-            m1 = min(n_out, m0 + plan.block)
-            lo, hi = max(0, m0 - margin), min(n_out, m1 + margin)
-            k0, k1 = steps.resample_span(lo, hi, plan.up, plan.down, plan.resample_kernel)
+        for m0, m1 in plan.spans(n_out):
+            lo, hi = m0 - margin, m1 + margin
+            k0, k1 = filters.input_span(lo, hi)
             a, b = max(0, k0), min(n_in, k1)
             segment = read(in_start + a, in_start + b)
             if level is None:
@@ -116,19 +162,12 @@ def filtered_blocks(
                 # (~1e-3) and ring on at the ends.
                 first = segment if a == 0 and b >= n_level else read(in_start, in_start + n_level)
                 level = first[:, :n_level].mean(axis=1, keepdims=True)
-            if segment.flags.owndata and segment.flags.writeable:  # fresh array: in place
-                segment = np.subtract(segment, level, out=segment)
-            else:
-                segment = segment - level
-            segment = steps.reflect_pad(segment, a - k0, k1 - b)
-            resampled = steps.resample_block(
-                segment, k0, lo, hi, plan.up, plan.down, plan.resample_kernel
-            )
-            if len(plan.fir_kernel) == 1:
-                yield out_start + m0, resampled * plan.fir_kernel[0]
-                continue
-            resampled = steps.reflect_pad(resampled, lo - (m0 - margin), m1 + margin - hi)
-            yield out_start + m0, steps.fir_valid(resampled, plan.fir_kernel, plan.fir_spectra)
+            # one copy: level removed, reflected margins, and the zeros the transforms pad with
+            padded = np.empty((segment.shape[0], filters.padded_length(k1 - k0)))
+            padded[:, k1 - k0 :] = 0.0
+            np.subtract(segment, level, out=padded[:, a - k0 : b - k0])
+            steps.reflect_fill(padded, a - k0, b - k0, k1 - k0)
+            yield out_start + m0, filters.block(padded, k0, lo, hi)
 
 
 class RunningMoments:
@@ -143,7 +182,8 @@ class RunningMoments:
         """Add a (C, t) block."""
         n = block.shape[1]
         mean = block.mean(axis=1)
-        m2 = ((block - mean[:, None]) ** 2).sum(axis=1)
+        centred = block - mean[:, None]
+        m2 = np.einsum("ct,ct->c", centred, centred)
         total = self.count + n
         delta = mean - self.mean
         self.m2 += m2 + delta**2 * self.count * n / total
@@ -187,6 +227,6 @@ def clean(
     if file_bads is not None:
         bad = bad | file_bads
     for m0, m1 in plan.blocks():
-        block = np.asarray(buffer[:, m0:m1], dtype=np.float64)
-        sink(steps.rereference(block, config.sfreq, config, good=~bad).astype(np.float32))
+        block = np.asarray(buffer[:, m0:m1], dtype=np.float32)
+        sink(steps.rereference(block, config.sfreq, config, good=~bad))
     return {"flat": flags["flat"], "noisy": flags["noisy"], "bad": bad, "std_uv": moments.std}

@@ -107,8 +107,50 @@ def test_steps_on_a_real_recording(config, real_raw):
     assert np.abs(y.mean(axis=1)).max() < 1.0  # DC gone (µV)
 
 
-def test_reflect_pad_is_numpy_reflect():
+def test_reflect_pad_and_reflect_fill_are_numpy_reflect():
     x = np.arange(12.0).reshape(2, 6)
     for before, after in [(0, 3), (3, 0), (5, 5), (2, 4), (6, 6), (9, 2)]:
         expected = np.pad(x, ((0, 0), (before, after)), mode="reflect")
         np.testing.assert_array_equal(steps.reflect_pad(x, before, after), expected)
+    for before, after in [(0, 3), (3, 0), (5, 5), (2, 4), (6, 6), (9, 2)]:
+        expected = np.pad(x, ((0, 0), (before, after)), mode="reflect")
+        padded = np.full((2, before + 6 + after + 3), np.nan)
+        padded[:, before : before + 6] = x
+        steps.reflect_fill(padded, before, before + 6, before + 6 + after)
+        np.testing.assert_array_equal(padded[:, : before + 6 + after], expected)
+        assert np.isnan(padded[:, before + 6 + after :]).all()  # columns past `end` untouched
+
+
+@pytest.mark.parametrize(
+    "sfreq_in", [500.0, 1000.0, 250.0, 256.0, 160.0, 300.0, 200.0, 5000.0, 128.0]
+)
+@pytest.mark.parametrize(("lo", "length"), [(-660, 2000), (37, 1321 + 1), (4000, 6000)])
+def test_fused_resample_filter_equals_upfirdn_then_fir(config, sfreq_in, lo, length):
+    up, down = steps.resample_ratio(sfreq_in, config.sfreq)
+    resample_kernel = steps.resample_kernel(up, down, sfreq_in, config.lowpass_hz)
+    fir = steps.filter_kernel(config.sfreq, config, line_freq=50.0)
+    filters = steps.ResampleFilter(up, down, resample_kernel, fir)
+    hi = lo + length
+    filters.fused = True
+    k0, k1 = filters.input_span(lo, hi)
+    assert (k0 * up - filters.half) % down == 0  # grid-aligned: no kernel shift needed
+    x = np.random.default_rng(int(sfreq_in)).normal(size=(3, k1 - k0)).cumsum(axis=1)
+    reference = steps.fir_valid(steps.resample_block(x, k0, lo, hi, up, down, resample_kernel), fir)
+    assert reference.shape == (3, length - len(fir) + 1)
+    for fused in (True, False):
+        filters.fused = fused
+        padded = np.zeros((3, filters.padded_length(x.shape[1])))
+        padded[:, : x.shape[1]] = x
+        out = filters.block(padded, k0, lo, hi)
+        np.testing.assert_allclose(out, reference, rtol=0, atol=1e-9 * np.abs(reference).max())
+
+
+def test_fused_path_is_chosen_where_it_is_cheaper():
+    assert steps.fused_is_faster(2, 5, 75)  # 500 Hz -> 200 Hz
+    assert not steps.fused_is_faster(25, 32, 467)  # 256 Hz: polyphase filtering is cheaper
+    assert not steps.fused_is_faster(1, 1, 1)
+    assert not steps.fused_is_faster(13, 17, 10_000)  # transform lengths would not be smooth
+    filters = steps.ResampleFilter(2, 5, np.ones(75), np.ones(11))
+    lengths = {filters.fft_length(n) for n in range(30_000, 36_000)}
+    assert len(lengths) <= 4 and all(n % 5 == 0 for n in lengths)
+    assert all(n >= 30_000 + 75 // 2 for n in lengths)

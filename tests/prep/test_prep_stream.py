@@ -90,3 +90,13 @@ def test_other_rates_give_the_common_rate(sfreq):
     plan = CleaningPlan.build(n_in, sfreq, 3, config)
     blocks = [b for _, b in filtered_blocks(lambda a, b: x[:, a:b], plan)]
     assert sum(b.shape[1] for b in blocks) == plan.n_out == 6000
+
+
+def test_a_short_tail_joins_the_last_block_within_the_memory_cap():
+    config = load_prep_config(None)  # 60-s blocks at 200 Hz
+    plan = CleaningPlan.build(182 * 500, 500.0, 19, config)
+    assert plan.blocks() == [(0, 12_000), (12_000, 24_000), (24_000, 36_400)]
+    assert plan.spans(12_000 + 3_001) == [(0, 12_000), (12_000, 15_001)]  # over a quarter
+    capped = CleaningPlan.build(182 * 500, 500.0, 19, load_prep_config(None, chunk_mb=0.5))
+    assert capped.block == capped.block_limit == 1200
+    assert capped.blocks()[-1] == (36_000, 36_400)  # merging would pass the cap
