@@ -65,11 +65,8 @@ def raw_fingerprint(raw: mne.io.BaseRaw, seconds: float = 10.0) -> str:
     has the same fingerprint.
     """
     stop = min(raw.n_times, max(1, int(seconds * raw.info["sfreq"])))
-    data = raw.get_data(start=0, stop=stop)
-    rows = sorted(
-        hashlib.sha1(np.sign(np.nan_to_num(np.diff(row))).astype(np.int8).tobytes()).hexdigest()
-        for row in data
-    )
+    signs = np.sign(np.nan_to_num(np.diff(raw.get_data(start=0, stop=stop), axis=1)))
+    rows = sorted(hashlib.sha1(row.tobytes()).hexdigest() for row in signs.astype(np.int8))
     text = f"{raw.info['sfreq']}|{raw.n_times}|" + ",".join(rows)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 

@@ -13,13 +13,14 @@ is written out.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from eegfm.prep import steps
-from eegfm.prep.config import PrepConfig
+from eegfm.prep.config import PrepConfig, PrepError
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class CleaningPlan:
 
     def __post_init__(self) -> None:
         if self.filters is None:
-            object.__setattr__(self, "filters", _filters(self))
+            kernels = (self.resample_kernel, self.fir_kernel)
+            object.__setattr__(self, "filters", steps.ResampleFilter(self.up, self.down, *kernels))
 
     @classmethod
     def build(
@@ -65,15 +67,15 @@ class CleaningPlan:
         block = max(hdf5_chunk, block // hdf5_chunk * hdf5_chunk)  # whole HDF5 chunks per write
         limit = max(block, by_memory // hdf5_chunk * hdf5_chunk)
         n_out = steps.resampled_length(n_in, up, down)
+        filters = _filters(sfreq_in, config, line_freq)
         return cls(
             n_in=n_in,
             n_out=n_out,
             up=up,
             down=down,
-            resample_kernel=steps.resample_kernel(up, down, sfreq_in, config.lowpass_hz),
-            # volts -> µV folded into the (linear) FIR: one pass over the input fewer
-            fir_kernel=steps.filter_kernel(config.sfreq, config, line_freq=line_freq)
-            * steps.VOLTS_TO_UV,
+            resample_kernel=filters.resample_kernel,
+            fir_kernel=filters.fir_kernel,
+            filters=filters,
             block=block,
             block_limit=limit,
             pieces=_pieces(n_in, n_out, up, down, gaps),
@@ -97,25 +99,39 @@ class CleaningPlan:
             and bounds[-1] - bounds[-3] <= self.block_limit
         ):
             del bounds[-2]
-        return list(zip(bounds[:-1], bounds[1:], strict=True))
+        return list(itertools.pairwise(bounds))
 
 
 _FILTERS: dict[tuple, steps.ResampleFilter] = {}
 
 
-def _filters(plan: CleaningPlan) -> steps.ResampleFilter:
-    """The plan's filters, shared by the recordings of a process that have the same ones.
+def _filters(sfreq_in: float, config: PrepConfig, line_freq: float | None) -> steps.ResampleFilter:
+    """The filters for this input rate, shared by the recordings of a process that need them.
 
-    A folder of recordings from one device shares its rates and config, so the transforms
-    `ResampleFilter` caches per block length are computed once, not once per file.
+    A folder of recordings from one device shares its rate and config, so the filters are
+    designed, and the transforms `ResampleFilter` caches per block length computed, once.
     """
-    key = (plan.up, plan.down, plan.resample_kernel.tobytes(), plan.fir_kernel.tobytes())
+    key = (
+        float(sfreq_in),
+        line_freq,
+        config.sfreq,
+        config.highpass_hz,
+        config.lowpass_hz,
+        config.transition,
+        config.notch_width_hz,
+        config.line_freq_hz,
+    )
     if key not in _FILTERS:
         if len(_FILTERS) >= 8:
             _FILTERS.clear()
-        _FILTERS[key] = steps.ResampleFilter(
-            plan.up, plan.down, plan.resample_kernel, plan.fir_kernel
-        )
+        up, down = steps.resample_ratio(sfreq_in, config.sfreq)
+        resample_kernel = steps.resample_kernel(up, down, sfreq_in, config.lowpass_hz)
+        # volts -> µV folded into the (linear) FIR: one pass over the input fewer
+        fir_kernel = steps.filter_kernel(config.sfreq, config, line_freq=line_freq)
+        fir_kernel = fir_kernel * steps.VOLTS_TO_UV
+        for kernel in (resample_kernel, fir_kernel):
+            kernel.flags.writeable = False  # shared by every plan with this key
+        _FILTERS[key] = steps.ResampleFilter(up, down, resample_kernel, fir_kernel)
     return _FILTERS[key]
 
 
@@ -170,6 +186,16 @@ def filtered_blocks(
             yield out_start + m0, filters.block(padded, k0, lo, hi)
 
 
+def _raise_non_finite(
+    read: Callable[[int, int], np.ndarray], plan: CleaningPlan, ch_names: Sequence[str], source: str
+) -> None:
+    """Find the input's NaN/Inf (a filtered block held some) and raise a PrepError naming it."""
+    for start in range(0, plan.n_in, plan.block * plan.down // plan.up + 1):
+        stop = min(plan.n_in, start + plan.block * plan.down // plan.up + 1)
+        steps.check_finite(read(start, stop), ch_names, source, offset=start)
+    raise PrepError(f"{source}: filtering produced NaN/Inf from finite input (overflow?)")
+
+
 class RunningMoments:
     """Per-channel mean and variance accumulated block by block (Chan et al. merge)."""
 
@@ -213,14 +239,10 @@ def clean(
     (C, n_out) float32 array (or memmap) holding the band-passed signal between the two passes.
     """
     moments = RunningMoments(len(ch_names))
-
-    def read_checked(start: int, stop: int) -> np.ndarray:
-        block = read(start, stop)
-        steps.check_finite(block, ch_names, source, offset=start)
-        return block
-
-    for m0, block in filtered_blocks(read_checked, plan):
+    for m0, block in filtered_blocks(read, plan):
         moments.update(block)
+        if not np.isfinite(moments.mean).all():  # NaN/Inf in the input reach the output
+            _raise_non_finite(read, plan, ch_names, source)
         buffer[:, m0 : m0 + block.shape[1]] = block
     flags = steps.flag_channels(moments.std, config)
     bad = flags["flat"] | flags["noisy"]
