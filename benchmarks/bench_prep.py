@@ -12,6 +12,7 @@ Each pipeline runs --repeat times, interleaved, on a fresh output; the best wall
     python benchmarks/bench_prep.py --files 6          # a quick run
     python benchmarks/bench_prep.py --memory-hours 1   # + peak RSS converting a 1-h 64-ch EDF
     python benchmarks/bench_prep.py --reader           # + ShardReader windows per second
+    python benchmarks/bench_prep.py --filters          # + fused vs polyphase filtering per rate
 """
 
 from __future__ import annotations
@@ -235,6 +236,50 @@ def measure_reader(work: Path, seconds: float = 4.0, n_windows: int = 20_000) ->
     return rows
 
 
+FILTER_RATES = (100, 128, 160, 250, 256, 300, 400, 500, 512, 600)
+FILTER_RATES += (1000, 1024, 1200, 2000, 2048, 5000)
+
+
+def measure_filters(n_channels: int = 19, seconds: float = 60.0, repeat: int = 5) -> list[str]:
+    """ms per block of resampling + band-pass at each rate: one product of spectra vs upfirdn + FIR.
+
+    The input is a random walk (EEG-like drift) at the recording rate; the block is `seconds` of
+    output at 200 Hz with the FIR's margins, as `eegfm prep` cuts it.
+    """
+    from eegfm.prep import steps
+    from eegfm.prep.config import load_prep_config
+
+    config = load_prep_config(None)
+    rng = np.random.default_rng(0)
+    fir = steps.filter_kernel(config.sfreq, config, line_freq=50.0) * steps.VOLTS_TO_UV
+    margin = (len(fir) - 1) // 2
+    lo = 1000 - margin
+    hi = 1000 + round(seconds * config.sfreq) + margin
+    rows = []
+    for sfreq in FILTER_RATES:
+        up, down = steps.resample_ratio(sfreq, config.sfreq)
+        kernel = steps.resample_kernel(up, down, sfreq, config.lowpass_hz)
+        filters = steps.ResampleFilter(up, down, kernel, fir)
+        chosen = filters.fused
+        x = rng.normal(size=(n_channels, int((seconds + 20) * sfreq))).cumsum(axis=1) * 1e-6
+        times = {}
+        for fused in (True, False):
+            filters.fused = fused
+            k0, k1 = filters.input_span(lo, hi)
+            padded = np.zeros((n_channels, filters.padded_length(k1 - k0)))
+            padded[:, : k1 - k0] = x[:, k0:k1]
+            filters.block(padded, k0, lo, hi)  # transforms cached, as for every later block
+            started = time.perf_counter()
+            for _ in range(repeat):
+                filters.block(padded, k0, lo, hi)
+            times[fused] = (time.perf_counter() - started) / repeat * 1e3
+        rows.append(
+            f"| {sfreq} | {up}/{down} | {len(kernel)} | {times[True]:.1f} | {times[False]:.1f} "
+            f"| {'fused' if chosen else 'polyphase + FIR'} |"
+        )
+    return rows
+
+
 def main() -> None:
     """Run both pipelines side by side and print a Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -244,6 +289,11 @@ def main() -> None:
         "--reader",
         action="store_true",
         help="also measure random 4-s windows per second from ShardReader",
+    )
+    parser.add_argument(
+        "--filters",
+        action="store_true",
+        help="also time one block of resampling + filtering per input rate, both ways",
     )
     parser.add_argument("--repeat", type=int, default=3, help="runs of each pipeline")
     parser.add_argument(
@@ -296,6 +346,12 @@ def main() -> None:
         print("\n| recording | file size | peak RSS of eegfm prep | s of EEG per wall-s |")
         print("|---|---|---|---|")
         print(memory)
+    if args.filters:
+        print(
+            "\n| input Hz | up/down | polyphase taps | fused ms | polyphase + FIR ms | used |"
+        )
+        print("|---|---|---|---|---|---|")
+        print("\n".join(measure_filters()))
     if reader_rows:
         print("\n| channels | window | windows/s (one process, random access) | µs per window |")
         print("|---|---|---|---|")

@@ -146,10 +146,11 @@ def test_fused_resample_filter_equals_upfirdn_then_fir(config, sfreq_in, lo, len
 
 
 def test_fused_path_is_chosen_where_it_is_cheaper():
-    assert steps.fused_is_faster(2, 5, 75)  # 500 Hz -> 200 Hz
-    assert not steps.fused_is_faster(25, 32, 467)  # 256 Hz: polyphase filtering is cheaper
-    assert not steps.fused_is_faster(1, 1, 1)
-    assert not steps.fused_is_faster(13, 17, 10_000)  # transform lengths would not be smooth
+    assert steps.fused_is_faster(2, 5)  # 500 Hz -> 200 Hz
+    assert steps.fused_is_faster(2, 1)  # 100 Hz -> 200 Hz
+    assert not steps.fused_is_faster(25, 32)  # 256 Hz: polyphase filtering is cheaper
+    assert not steps.fused_is_faster(1, 6)  # 1,200 Hz: so is it from here on
+    assert not steps.fused_is_faster(1, 1)  # nothing to resample
     filters = steps.ResampleFilter(2, 5, np.ones(75), np.ones(11))
     lengths = {filters.fft_length(n) for n in range(30_000, 36_000)}
     assert len(lengths) <= 4 and all(n % 5 == 0 for n in lengths)
