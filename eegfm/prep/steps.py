@@ -184,7 +184,7 @@ class ResampleFilter:
     input block, the polyphase filter, the decimation (a fold of the spectrum) and the FIR, then
     one inverse transform at the new rate; circular convolution of a zero-padded block is the
     linear one, so this equals `signal.upfirdn` followed by `fir_valid` (to ~1e-12) at about
-    two thirds of the cost (500 -> 200 Hz). Otherwise it runs those two.
+    70 % of the cost (500 -> 200 Hz). Otherwise it runs those two.
     """
 
     def __init__(self, up: int, down: int, resample_kernel: np.ndarray, fir_kernel: np.ndarray):
@@ -302,7 +302,7 @@ def fused_is_faster(up: int, down: int) -> bool:
     The fold costs ~down complex products per output bin and the input transform grows with
     down / up, while `upfirdn` grows with its kernel. Measured on 60-s blocks of 19 channels at
     16 common rates (`benchmarks/bench_prep.py --filters`): faster exactly where the resampling
-    ratio is not 1 and both up and down are at most 5 (100-1000 Hz recordings to 200 Hz: 9-49 %
+    ratio is not 1 and both up and down are at most 5 (100-1000 Hz recordings to 200 Hz: 3-63 %
     less time); slower at 1,200-5,000 Hz and for the 2^k rates (up = 25).
     """
     return (up, down) != (1, 1) and max(up, down) <= 5
