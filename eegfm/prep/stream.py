@@ -36,18 +36,11 @@ class CleaningPlan:
     n_out: int
     up: int
     down: int
-    resample_kernel: np.ndarray
-    fir_kernel: np.ndarray
+    filters: steps.ResampleFilter = field(compare=False, repr=False)  # both kernels
     block: int  # output samples per block
     block_limit: int  # most output samples a block may hold (chunk_mb)
     pieces: tuple[tuple[int, int, int, int], ...]
     level_samples: int  # input samples whose mean is subtracted from each piece
-    filters: steps.ResampleFilter = field(compare=False, repr=False, default=None)
-
-    def __post_init__(self) -> None:
-        if self.filters is None:
-            kernels = (self.resample_kernel, self.fir_kernel)
-            object.__setattr__(self, "filters", steps.ResampleFilter(self.up, self.down, *kernels))
 
     @classmethod
     def build(
@@ -73,8 +66,6 @@ class CleaningPlan:
             n_out=n_out,
             up=up,
             down=down,
-            resample_kernel=filters.resample_kernel,
-            fir_kernel=filters.fir_kernel,
             filters=filters,
             block=block,
             block_limit=limit,
@@ -190,9 +181,9 @@ def _raise_non_finite(
     read: Callable[[int, int], np.ndarray], plan: CleaningPlan, ch_names: Sequence[str], source: str
 ) -> None:
     """Find the input's NaN/Inf (a filtered block held some) and raise a PrepError naming it."""
-    for start in range(0, plan.n_in, plan.block * plan.down // plan.up + 1):
-        stop = min(plan.n_in, start + plan.block * plan.down // plan.up + 1)
-        steps.check_finite(read(start, stop), ch_names, source, offset=start)
+    step = plan.block * plan.down // plan.up + 1  # input samples of about one block
+    for start in range(0, plan.n_in, step):
+        steps.check_finite(read(start, min(plan.n_in, start + step)), ch_names, source, start)
     raise PrepError(f"{source}: filtering produced NaN/Inf from finite input (overflow?)")
 
 
