@@ -83,9 +83,7 @@ class RecordingStream:
         stored = block.astype(self.writer.dtype, copy=False)
         self._data[:, self._position : stop] = stored
         self._sha.update(
-            np.ascontiguousarray(stored.T)
-            .astype(stored.dtype.newbyteorder("<"), copy=False)
-            .tobytes()
+            np.ascontiguousarray(stored.T).astype(stored.dtype.newbyteorder("<"), copy=False)
         )
         self._position = stop
 
