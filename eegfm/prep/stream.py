@@ -169,12 +169,16 @@ def filtered_blocks(
                 # (~1e-3) and ring on at the ends.
                 first = segment if a == 0 and b >= n_level else read(in_start, in_start + n_level)
                 level = first[:, :n_level].mean(axis=1, keepdims=True)
+                del first
             # one copy: level removed, reflected margins, and the zeros the transforms pad with
             padded = np.empty((segment.shape[0], filters.padded_length(k1 - k0)))
             padded[:, k1 - k0 :] = 0.0
             np.subtract(segment, level, out=padded[:, a - k0 : b - k0])
+            del segment  # freed before the transforms allocate (peak memory per block)
             steps.reflect_fill(padded, a - k0, b - k0, k1 - k0)
-            yield out_start + m0, filters.block(padded, k0, lo, hi)
+            filtered = filters.block(padded, k0, lo, hi)
+            del padded  # not kept alive while the next block is read
+            yield out_start + m0, filtered
 
 
 def _raise_non_finite(
