@@ -34,9 +34,7 @@ class CleaningPlan:
 
     n_in: int
     n_out: int
-    up: int
-    down: int
-    filters: steps.ResampleFilter = field(compare=False, repr=False)  # both kernels
+    filters: steps.ResampleFilter = field(compare=False, repr=False)  # ratio and both kernels
     block: int  # output samples per block
     block_limit: int  # most output samples a block may hold (chunk_mb)
     pieces: tuple[tuple[int, int, int, int], ...]
@@ -53,25 +51,33 @@ class CleaningPlan:
         gaps: Sequence[tuple[int, int]] = (),
     ) -> CleaningPlan:
         """Design the filters, split at `gaps` (input sample ranges) and size the blocks."""
-        up, down = steps.resample_ratio(sfreq_in, config.sfreq)
+        filters = _filters(sfreq_in, config, line_freq)
+        up, down = filters.up, filters.down
         hdf5_chunk = max(1, round(config.shard_chunk_s * config.sfreq))
         by_memory = int(config.chunk_mb * 1e6 / (8 * max(n_channels, 1)) * up / down)
         block = min(round(config.chunk_s * config.sfreq), by_memory)
         block = max(hdf5_chunk, block // hdf5_chunk * hdf5_chunk)  # whole HDF5 chunks per write
         limit = max(block, by_memory // hdf5_chunk * hdf5_chunk)
         n_out = steps.resampled_length(n_in, up, down)
-        filters = _filters(sfreq_in, config, line_freq)
         return cls(
             n_in=n_in,
             n_out=n_out,
-            up=up,
-            down=down,
             filters=filters,
             block=block,
             block_limit=limit,
             pieces=_pieces(n_in, n_out, up, down, gaps),
             level_samples=max(1, round(10 * sfreq_in)),
         )
+
+    @property
+    def up(self) -> int:
+        """Resampling ratio numerator (output rate / input rate = up / down)."""
+        return self.filters.up
+
+    @property
+    def down(self) -> int:
+        """Resampling ratio denominator."""
+        return self.filters.down
 
     def blocks(self) -> list[tuple[int, int]]:
         """Output sample ranges [m0, m1) covering the recording."""
