@@ -89,10 +89,12 @@ class ElectrodeEmbedding(nn.Module):
     ) -> torch.Tensor:
         """Embed ``(B, C, 3)`` finite coordinates (+ finite ``ref_coords`` where ``bipolar``)."""
         embedding = self.embed_positions(coords_m)
-        if bool(bipolar.any()):
-            pair = embedding - self.embed_positions(ref_coords_m) + self.bipolar
-            embedding = torch.where(bipolar[..., None], pair, embedding)
-        return embedding
+        # computed for every channel rather than after asking `bipolar.any()`: the question
+        # would stall the host on a GPU, and a bipolar vector with a (zero) gradient every step
+        # lets DDP run without its unused-parameter search; the extra MLP pass is per channel,
+        # not per token
+        pair = embedding - self.embed_positions(ref_coords_m) + self.bipolar
+        return torch.where(bipolar[..., None], pair, embedding)
 
 
 class PatchEmbedding(nn.Module):

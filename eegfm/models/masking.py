@@ -13,6 +13,8 @@ both CPU and CUDA), so a given seed gives the same masks on a given device.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from eegfm.models.neighbours import EXACT
@@ -22,6 +24,11 @@ MASK_KINDS = {"patch": 1, "channel": 2, "block": 3}  # values of the ``kind`` te
 # Block centres are drawn in chunks of growing size until every sample's block budget is used:
 # most batches need a handful of centres, and a chunk costs B * size * C * P work.
 _FIRST_CHUNK, _MAX_CHUNK, _MAX_CHUNKS = 8, 64, 32
+# Off the CPU, asking the device whether the budget is used would stall the host once per chunk
+# (and so the next step's launches): there a fixed number of chunks runs instead, enough for
+# this many centres per block the budget needs if every centre added a new one.
+_CENTRES_PER_BLOCK = 4
+_READS_ARE_FREE = {"cpu"}  # device types whose tensors the host reads without waiting
 # sort key above every uniform draw in [0, 1): non-candidates sort last
 _NEVER = 2.0
 
@@ -62,6 +69,7 @@ def _add_blocks(
     radius_m: float,
     span: str,
     generator: torch.Generator | None,
+    max_budget: int,
 ) -> None:
     """Mask electrodes within ``radius_m`` of random centre electrodes until ``budget`` is used.
 
@@ -70,7 +78,9 @@ def _add_blocks(
     it fits). The last block is cut to the budget, keeping the tokens nearest its centre.
     ``mask (B, C, P)`` is updated in place. Centres come in chunks (8, 16, 32, then 64 at a
     time, 32 chunks at most); a budget still unused after them (tiny radii on dense montages
-    only) is left to the later kinds.
+    only) is left to the later kinds. On the CPU the loop stops once every budget is used; on
+    other devices it runs `block_chunks(max_budget, P, span)` chunks without reading the device
+    (chunks after the budget is used add nothing).
     """
     B, _, P = mask.shape
     device = mask.device
@@ -84,8 +94,10 @@ def _add_blocks(
         # float64: floor(u * n) stays uniform over n choices for any montage size
         return torch.rand(B, k, generator=generator, device=device, dtype=torch.float64)
 
-    for chunk in range(_MAX_CHUNKS):
-        if chunk and not bool((used < budget).any()):  # one host sync per chunk, not per sample
+    early_exit = device.type in _READS_ARE_FREE
+    n_chunks = _MAX_CHUNKS if early_exit else block_chunks(max_budget, P, span)
+    for chunk in range(n_chunks):
+        if early_exit and chunk and not bool((used < budget).any()):
             break
         K = min(_FIRST_CHUNK << chunk, _MAX_CHUNK)
         # floor(u * n) can round up to n in floating point: clamp
@@ -101,6 +113,17 @@ def _add_blocks(
         take = _greedy_blocks(mask, distance, valid, run, radius_m, budget - used)
         mask |= take
         used += take.sum(dim=(1, 2))
+
+
+def block_chunks(max_budget: int, n_patches: int, span: str) -> int:
+    """Chunks of centres drawn without an early exit for a block budget of ``max_budget``."""
+    # a block over all patches masks a whole channel: budget / P blocks; a random span maybe 1
+    blocks = -(-max_budget // n_patches) if span == "all" else max_budget
+    target, drawn, chunks = _CENTRES_PER_BLOCK * blocks + _FIRST_CHUNK, 0, 0
+    while drawn < target and chunks < _MAX_CHUNKS:
+        drawn += min(_FIRST_CHUNK << chunks, _MAX_CHUNK)
+        chunks += 1
+    return max(chunks, 1)
 
 
 def _greedy_blocks(
@@ -180,7 +203,10 @@ def mixed_mask(
     mask = torch.zeros(B, C, P, dtype=torch.bool, device=device)
 
     if w_block > 0 and C > 0:
-        _add_blocks(mask, coords, valid, _budget(total, w_block), radius_m, span, generator)
+        # the same rounding as `_budget`, for the widest sample the batch could hold
+        max_budget = math.floor(math.floor(ratio * C * P + 0.5) * w_block + 0.5)
+        _add_blocks(mask, coords, valid, _budget(total, w_block), radius_m, span, generator,
+                    max_budget)
     block = mask.clone()
 
     if w_channel > 0:

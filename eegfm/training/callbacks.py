@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from eegfm.training.logging import ResumableCSV
@@ -66,7 +67,10 @@ class StepMetricsLogger(L.Callback):
             "data_wait_s": data_wait,
             "step_time_s": step_time,
         }
-        pl_module.log("train/samples_per_s", samples / step_time, prog_bar=True, on_step=True)
+        # a host tensor: a Python float would be copied to the device (a synchronisation) and a
+        # progress-bar value read back each step, so it is one only when a bar is shown
+        pl_module.log("train/samples_per_s", torch.tensor(samples / step_time), on_step=True,
+                      prog_bar=trainer.progress_bar_callback is not None)
         if self.csv is None:
             return
         row = {"step": trainer.global_step, "epoch": trainer.current_epoch}

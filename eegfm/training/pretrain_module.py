@@ -14,6 +14,7 @@ from typing import Any, Literal
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
@@ -82,7 +83,12 @@ class MaskedPretrainModule(L.LightningModule):
         seed: with the global step and rank, seeds the masks and dropout of each step.
         nonfinite: on a NaN/Inf gradient (checked after DDP's all-reduce, so every rank
             decides alike): 'skip' drops that update and goes on, 'raise' stops with an error.
+            With a fused AdamW the update is dropped on the device (its `found_inf` input) and
+            the host reads the counts only every `nonfinite_check_every_n_steps` steps, at
+            checkpoints and at the end, so a GPU step never waits for the check; 'raise' then
+            stops at the next read, naming the first bad step (the bad updates were skipped).
         max_consecutive_nonfinite: with 'skip', fail after this many bad steps in a row.
+        nonfinite_check_every_n_steps: how often a fused AdamW's skip counts are read.
         compile_mode: `torch.compile` each transformer block with this mode ("default",
             "reduce-overhead" for CUDA graphs, "max-autotune"; None: eager). On GPU it fuses
             the norms, permutes and element-wise work between matrix products; the first steps
@@ -106,6 +112,7 @@ class MaskedPretrainModule(L.LightningModule):
         seed: int = 0,
         nonfinite: Literal["skip", "raise"] = "skip",
         max_consecutive_nonfinite: int = 20,
+        nonfinite_check_every_n_steps: int = 50,
         compile_mode: str | None = None,
         fused_adamw: bool | None = None,
     ) -> None:
@@ -117,10 +124,17 @@ class MaskedPretrainModule(L.LightningModule):
             for block in self.encoder.blocks:
                 # in place: parameter names and checkpoints stay the same
                 block.compile(mode=compile_mode)
+        # parts of the fine-tuning head, never reached by the masked objective: frozen so every
+        # trainable parameter gets a gradient each step and DDP needs no unused-parameter search
+        for module in (self.encoder.fc_norm, self.encoder.head):
+            module.requires_grad_(False)
         self.step_metrics: dict[str, Any] = {}
         self._metric_keys: list[str] | None = None
-        self.nonfinite_steps = 0  # total skipped updates (kept in checkpoints)
-        self._consecutive_nonfinite = 0
+        self.nonfinite_steps = 0  # total skipped updates read so far (kept in checkpoints)
+        # on the device until read: skipped updates since the last read, the current and the
+        # longest run of them, and the first skipped step (-1: none)
+        self._nonfinite_counts: torch.Tensor | None = None
+        self._check_every_step = True  # until a fused optimizer is seen
 
     @property
     def encoder(self) -> nn.Module:
@@ -158,8 +172,20 @@ class MaskedPretrainModule(L.LightningModule):
         metrics = self._mean_over_ranks({"loss": loss, **parts})
         metrics["lr"] = self.optimizers().param_groups[0]["lr"]
         self.step_metrics = metrics
-        self.log("train/loss", metrics["loss"], prog_bar=True, batch_size=batch["x"].shape[0])
+        # a progress-bar value is read back every step: only worth it with a bar to show it
+        self.log("train/loss", metrics["loss"], batch_size=batch["x"].shape[0],
+                 prog_bar=self.trainer.progress_bar_callback is not None)
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        """Read the non-finite counts when due (every step unless the optimizer skips itself)."""
+        every = max(1, int(self.hparams.nonfinite_check_every_n_steps))
+        if self._check_every_step or self.global_step % every == 0:
+            self.check_nonfinite()
+
+    def on_train_end(self) -> None:
+        """Read the last non-finite counts."""
+        self.check_nonfinite()
 
     def _mean_over_ranks(self, values: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Step metrics under a fixed set of keys, averaged over DDP ranks (one all-reduce).
@@ -170,7 +196,7 @@ class MaskedPretrainModule(L.LightningModule):
             kinds = {f"loss_{name}" for name in MASK_KINDS}
             self._metric_keys = ["loss", *sorted((set(values) | kinds) - {"loss"})]
         device = values["loss"].device
-        nan = torch.tensor(float("nan"), device=device)
+        nan = torch.full((), float("nan"), device=device)  # filled there, not copied from host
         stacked = torch.stack(
             [
                 torch.as_tensor(values.get(k, nan), device=device).detach().float().reshape(())
@@ -188,32 +214,64 @@ class MaskedPretrainModule(L.LightningModule):
         """Guard against NaN/Inf gradients (before clipping); log the gradient norm."""
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if not grads:
+            optimizer.__dict__.pop("found_inf", None)
             return
         # one multi-tensor kernel rather than one norm per parameter (hundreds of launches)
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        if isinstance(self.trainer.strategy, (FSDPStrategy, ModelParallelStrategy)):
+            # each rank holds a shard of every gradient: the norm is over all of them
+            norm = self.trainer.strategy.reduce(norm.square(), reduce_op="sum").sqrt()
         self.step_metrics["grad_norm"] = norm.detach()
         if self.trainer.precision == "16-mixed":  # the GradScaler handles overflow itself
             return
-        finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(norm)), all=True)
-        self.step_metrics["skipped"] = 0.0 if finite else 1.0
-        if finite:
-            self._consecutive_nonfinite = 0
+        bad = (~torch.isfinite(norm)).float()
+        if self.trainer.world_size > 1:  # an all-reduce on the device, no host round trip
+            bad = (self.trainer.strategy.reduce(bad, reduce_op="sum") > 0).float()
+        self.step_metrics["skipped"] = bad
+        self._count_nonfinite(bad)
+        if optimizer.defaults.get("fused"):
+            # the fused kernel leaves parameters, moments and step counts alone when found_inf
+            # is 1 (as under a GradScaler): the skip needs no host decision
+            optimizer.found_inf = bad
+            self._check_every_step = False
+        elif bool(bad):
+            optimizer.zero_grad(set_to_none=True)
+
+    def _count_nonfinite(self, bad: torch.Tensor) -> None:
+        """Update the device-side counts with this step's 0/1 ``bad``."""
+        if self._nonfinite_counts is None or self._nonfinite_counts.device != bad.device:
+            self._nonfinite_counts = torch.tensor([0, 0, 0, -1], device=bad.device)
+        total, run, longest, first = self._nonfinite_counts.unbind()
+        is_bad = bad.long()
+        run = (run + 1) * is_bad
+        first = torch.where((first < 0) & (is_bad > 0), self.global_step, first)
+        self._nonfinite_counts = torch.stack([total + is_bad, run, torch.maximum(longest, run),
+                                              first])
+
+    def check_nonfinite(self) -> None:
+        """Read the non-finite counts (one host sync), then skip with a warning or raise."""
+        if self._nonfinite_counts is None:
             return
-        self.nonfinite_steps += 1
-        self._consecutive_nonfinite += 1
-        where = f"step {self.global_step} (total {self.nonfinite_steps} non-finite steps)"
+        counts = self._nonfinite_counts
+        total, _, longest, first = counts.tolist()
+        # start the next span: nothing skipped yet, the current run carries over
+        run = counts[1]
+        self._nonfinite_counts = torch.stack([run * 0, run, run, run * 0 - 1])
+        if not total:
+            return
+        self.nonfinite_steps += total
+        where = f"step {first} (total {self.nonfinite_steps} non-finite steps)"
         if self.hparams.nonfinite == "raise":
             raise FloatingPointError(
                 f"non-finite gradient at {where}: lower model.lr, check the shards with "
                 "`eegfm validate`, or set model.nonfinite=skip"
             )
-        if self._consecutive_nonfinite > self.hparams.max_consecutive_nonfinite:
+        if longest > self.hparams.max_consecutive_nonfinite:
             raise FloatingPointError(
-                f"{self._consecutive_nonfinite} non-finite gradients in a row at {where}: "
-                "training diverged; lower model.lr or raise model.warmup_steps"
+                f"{longest} non-finite gradients in a row (first at {where}): training "
+                "diverged; lower model.lr or raise model.warmup_steps"
             )
-        rank_zero_warn(f"non-finite gradient at {where}: update skipped")
-        optimizer.zero_grad(set_to_none=True)
+        rank_zero_warn(f"non-finite gradient at {where}: {total} update(s) skipped")
 
     def configure_gradient_clipping(
         self,
@@ -259,8 +317,9 @@ class MaskedPretrainModule(L.LightningModule):
         }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the non-finite step count across restarts."""
-        checkpoint["eegfm_nonfinite_steps"] = self.nonfinite_steps
+        """Keep the non-finite step count (read so far and pending) across restarts."""
+        pending = 0 if self._nonfinite_counts is None else int(self._nonfinite_counts[0])
+        checkpoint["eegfm_nonfinite_steps"] = self.nonfinite_steps + pending
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Restore the non-finite step count."""

@@ -11,11 +11,12 @@ import torch
 from eegfm.models import (
     MASK_KINDS,
     channel_token_mask,
+    masking,
     mixed_mask,
     random_patch_mask,
     spatial_block_mask,
 )
-from eegfm.models.masking import _greedy_blocks
+from eegfm.models.masking import _greedy_blocks, block_chunks
 from eegfm.montage.layouts import builtin_positions
 
 
@@ -302,3 +303,29 @@ def test_masks_are_drawn_on_the_inputs_device(montages):
     assert not mask[~valid].any()
     with pytest.raises(ValueError, match="generator"):
         mixed_mask(coords, valid, 4, 0.5, generator=torch.Generator())
+
+
+@pytest.mark.parametrize("span", ["all", "random"])
+def test_fixed_chunk_count_off_the_cpu_draws_the_same_blocks(montages, span, monkeypatch):
+    """Off the CPU the centres come in `block_chunks` chunks with no early exit (no host read):
+    on real caps the budget is used within them, so the blocks equal the early-exit ones."""
+    coords, valid = montages
+    for ratio, radius in ((0.5, 0.05), (0.3, 0.06), (1.0, 0.04)):
+        def draw(ratio=ratio, radius=radius):
+            return spatial_block_mask(coords, valid, 4, ratio, radius_m=radius, span=span,
+                                      generator=torch.Generator().manual_seed(9))
+
+        early = draw()
+        monkeypatch.setattr(masking, "_READS_ARE_FREE", set())
+        fixed = draw()
+        monkeypatch.undo()
+        assert torch.equal(fixed, early), (ratio, radius)
+        assert torch.equal(fixed.sum(dim=(1, 2)), _expected_total(valid, 4, ratio))
+
+
+def test_block_chunks_grow_with_the_budget():
+    assert block_chunks(13, 4, "all") == 2  # 19 channels x 4 patches at 0.5 / 3: 24 centres
+    assert block_chunks(85, 4, "all") == 4  # 128 channels: 120 centres for 22 blocks
+    assert block_chunks(85, 4, "random") == 8
+    assert block_chunks(10**6, 4, "random") == 32
+    assert block_chunks(0, 4, "all") == 1

@@ -166,7 +166,7 @@ def test_ddp_ranks_see_disjoint_windows_and_end_identical(shards: Path, tmp_path
     result = pretrain(
         shards, run,
         "--trainer.devices", "2", "--trainer.max_steps", "6",
-        "--trainer.strategy", "ddp_find_unused_parameters_true",
+        "--trainer.strategy", "ddp",  # fails if a parameter got no gradient in a step
         "--trainer.callbacks+=eegfm.training.callbacks.WindowAuditLog",
         "--trainer.callbacks+=test_pretrain.SaveRankWeights",
         launcher=torchrun,

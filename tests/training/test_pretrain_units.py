@@ -180,19 +180,24 @@ def _batches(n: int = 4) -> list[dict]:
     ]
 
 
+@pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("mode", ["skip", "raise"])
-def test_nonfinite_gradient_is_skipped_or_raises(mode: str, tmp_path: Path) -> None:
+def test_nonfinite_gradient_is_skipped_or_raises(mode: str, fused: bool, tmp_path: Path) -> None:
+    """A NaN gradient skips its update: by the host (plain AdamW) or on the device (fused AdamW,
+    counts read every 50 steps and at the end, so 'raise' stops at the end of this short run)."""
     import lightning as L
 
     from eegfm.training.pretrain_module import MaskedPretrainModule
 
     torch.manual_seed(0)
-    module = MaskedPretrainModule(warmup_steps=1, nonfinite=mode, max_consecutive_nonfinite=5)
+    module = MaskedPretrainModule(warmup_steps=1, nonfinite=mode, max_consecutive_nonfinite=5,
+                                  fused_adamw=fused)
     trainer = L.Trainer(
         max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
     )  # fmt: skip
     before: dict[str, torch.Tensor] = {}
+    steps_seen: list[int] = []
 
     class PoisonStep2(L.Callback):
         """A NaN gradient in step 3 (batch 2), as a bf16 overflow would leave it."""
@@ -206,20 +211,110 @@ def test_nonfinite_gradient_is_skipped_or_raises(mode: str, tmp_path: Path) -> N
                 next(p for p in pl_module.parameters() if p.grad is not None).grad[0] = torch.nan
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+            steps_seen.append(trainer.global_step)
             if batch_idx == 2:
                 assert pl_module.step_metrics["skipped"] == 1.0
                 for k, v in pl_module.state_dict().items():
                     assert torch.equal(v, before[k]), f"{k} changed by a skipped update"
+                if fused:
+                    state = pl_module.optimizers().optimizer.state
+                    assert all(int(s["step"]) == 2 for s in state.values()), "step not undone"
 
     trainer.callbacks.append(PoisonStep2())
     loader = torch.utils.data.DataLoader(_batches(), batch_size=None)
     if mode == "raise":
         with pytest.raises(FloatingPointError, match="non-finite gradient at step 2"):
             trainer.fit(module, loader)
+        # plain AdamW: raised in the bad step; fused: at the end-of-run read
+        assert steps_seen[-1] == (4 if fused else 3)
         return
     trainer.fit(module, loader)
     assert module.nonfinite_steps == 1 and trainer.global_step == 4
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_too_many_nonfinite_steps_in_a_row_stop_the_run(fused: bool, tmp_path: Path) -> None:
+    import lightning as L
+
+    from eegfm.training.pretrain_module import MaskedPretrainModule
+
+    torch.manual_seed(0)
+    module = MaskedPretrainModule(warmup_steps=1, max_consecutive_nonfinite=2, fused_adamw=fused,
+                                  nonfinite_check_every_n_steps=5)
+
+    class PoisonFromStep1(L.Callback):
+        def on_after_backward(self, trainer, pl_module) -> None:
+            if trainer.fit_loop.epoch_loop.batch_idx >= 1:
+                next(p for p in pl_module.parameters() if p.grad is not None).grad[0] = torch.inf
+
+    trainer = L.Trainer(
+        max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+        callbacks=[PoisonFromStep1()],
+    )  # fmt: skip
+    with pytest.raises(FloatingPointError, match=f"{4 if fused else 3} non-finite gradients in"):
+        trainer.fit(module, torch.utils.data.DataLoader(_batches(6), batch_size=None))
+    # plain AdamW: at the end of the 3rd bad step in a row; fused: at the read after step 5
+    assert trainer.global_step == (5 if fused else 4)
+
+
+def test_gpu_recipe_steps_never_read_device_values(monkeypatch: pytest.MonkeyPatch,
+                                                   tmp_path: Path) -> None:
+    """Between metric flushes, a bf16 + fused AdamW step reads no tensor value on the host:
+    on a GPU each read would stall the host until the step finished, so the next step's
+    launches could not overlap it. Audited on the CPU by intercepting every Python-level read
+    (item, bool, tolist, ...), data-dependent shape (nonzero, boolean indexing) and host-data
+    tensor creation on a device; the masks' early exit, free on the CPU only, is turned off."""
+    import traceback
+
+    import lightning as L
+    from torch.overrides import TorchFunctionMode
+
+    from eegfm.models import masking
+    from eegfm.training.callbacks import StepMetricsLogger
+    from eegfm.training.pretrain_module import MaskedPretrainModule
+
+    monkeypatch.setattr(masking, "_READS_ARE_FREE", set())
+    reads_value = {"item", "__bool__", "tolist", "__float__", "__int__", "__index__", "numpy",
+                   "cpu", "nonzero", "argwhere", "masked_select", "unique", "unique_consecutive"}
+    found: list[str] = []
+
+    class ReadAudit(TorchFunctionMode):
+        active = False
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            name = getattr(func, "__name__", "")
+            host_data = (name in ("tensor", "as_tensor") and "device" in kwargs
+                         and not torch.is_tensor(args[0]))
+            bool_index = name == "__getitem__" and any(
+                torch.is_tensor(i) and i.dtype == torch.bool
+                for i in (args[1] if isinstance(args[1], tuple) else (args[1],)))
+            if self.active and (name in reads_value or host_data or bool_index):
+                frames = [f"{f.filename.rsplit('/', 2)[-1]}:{f.lineno}"
+                          for f in traceback.extract_stack()[-6:-1]]
+                found.append(f"{name} at {' <- '.join(reversed(frames))}")
+            return func(*args, **kwargs)
+
+    audit = ReadAudit()
+
+    class AuditSteps(L.Callback):
+        def on_train_batch_start(self, trainer, *args) -> None:
+            audit.active = trainer.global_step in (2, 3, 4)  # steps 3-5: no flush, no check
+
+    torch.manual_seed(0)
+    module = MaskedPretrainModule(warmup_steps=1, fused_adamw=True)
+    trainer = L.Trainer(
+        max_steps=6, accelerator="cpu", precision="bf16-mixed", gradient_clip_val=1.0,
+        logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path,
+        callbacks=[AuditSteps(), StepMetricsLogger(flush_every_n_steps=50)],
+    )  # fmt: skip
+    with audit:
+        trainer.fit(module, torch.utils.data.DataLoader(_batches(6), batch_size=None))
+    assert trainer.global_step == 6
+    assert not found, "host reads of device values:\n" + "\n".join(found)
 
 
 def test_bf16_with_fused_adamw_clips_gradients(tmp_path: Path) -> None:
@@ -277,3 +372,29 @@ def test_shipped_pretrain_configs_parse(config: str, tmp_path: Path) -> None:
     for section in ("trainer", "model", "data"):
         for key, value in shipped.get(section, {}).items():
             assert resolved[section][key] == value, f"{section}.{key}"
+
+
+def test_sharded_strategies_clip_by_the_norm_over_all_shards() -> None:
+    """Under FSDP each rank holds part of the gradients: the logged and clipped norm is over
+    all ranks' parts (Lightning refuses FSDP on the CPU, so the all-reduce is simulated)."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    from eegfm.training.pretrain_module import MaskedPretrainModule
+
+    torch.manual_seed(0)
+    module = MaskedPretrainModule()
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    full = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+    other_rank = params[len(params) // 2:]
+    other_sq = sum(float(p.grad.norm()) ** 2 for p in other_rank)
+    for p in other_rank:  # this rank's shard: the first half
+        p.grad = None
+    strategy = FSDPStrategy()
+    strategy.reduce = lambda value, reduce_op: value + other_sq if reduce_op == "sum" else value
+    module._trainer = SimpleNamespace(strategy=strategy, precision="bf16-mixed", world_size=1,
+                                      global_step=0)
+    optimizer = torch.optim.AdamW(params)
+    module.on_before_optimizer_step(optimizer)
+    assert float(module.step_metrics["grad_norm"]) == pytest.approx(float(full), rel=1e-5)
