@@ -67,6 +67,13 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     ]
 
 
+def _skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether ``optimizer`` drops a step itself when given ``found_inf`` (a fused Adam/AdamW)."""
+    # the fused kernel leaves parameters, moments and step counts alone when found_inf is 1, as
+    # under a GradScaler: a skip then needs no decision on the host
+    return bool(optimizer.defaults.get("fused"))
+
+
 class MaskedPretrainModule(L.LightningModule):
     """Masked pretraining of a registry encoder with AdamW and a warm-up + cosine schedule.
 
@@ -134,7 +141,6 @@ class MaskedPretrainModule(L.LightningModule):
         # on the device until read: skipped updates since the last read, the current and the
         # longest run of them, and the first skipped step (-1: none)
         self._nonfinite_counts: torch.Tensor | None = None
-        self._check_every_step = True  # until a fused optimizer is seen
 
     @property
     def encoder(self) -> nn.Module:
@@ -180,7 +186,7 @@ class MaskedPretrainModule(L.LightningModule):
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         """Read the non-finite counts when due (every step unless the optimizer skips itself)."""
         every = max(1, int(self.hparams.nonfinite_check_every_n_steps))
-        if self._check_every_step or self.global_step % every == 0:
+        if not _skips_on_device(self.optimizers().optimizer) or self.global_step % every == 0:
             self.check_nonfinite()
 
     def on_train_end(self) -> None:
@@ -214,7 +220,6 @@ class MaskedPretrainModule(L.LightningModule):
         """Guard against NaN/Inf gradients (before clipping); log the gradient norm."""
         grads = [p.grad for p in self.parameters() if p.grad is not None]
         if not grads:
-            optimizer.__dict__.pop("found_inf", None)
             return
         # one multi-tensor kernel rather than one norm per parameter (hundreds of launches)
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
@@ -229,17 +234,14 @@ class MaskedPretrainModule(L.LightningModule):
             bad = (self.trainer.strategy.reduce(bad, reduce_op="sum") > 0).float()
         self.step_metrics["skipped"] = bad
         self._count_nonfinite(bad)
-        if optimizer.defaults.get("fused"):
-            # the fused kernel leaves parameters, moments and step counts alone when found_inf
-            # is 1 (as under a GradScaler): the skip needs no host decision
+        if _skips_on_device(optimizer):
             optimizer.found_inf = bad
-            self._check_every_step = False
         elif bool(bad):
             optimizer.zero_grad(set_to_none=True)
 
     def _count_nonfinite(self, bad: torch.Tensor) -> None:
         """Update the device-side counts with this step's 0/1 ``bad``."""
-        if self._nonfinite_counts is None or self._nonfinite_counts.device != bad.device:
+        if self._nonfinite_counts is None:
             self._nonfinite_counts = torch.tensor([0, 0, 0, -1], device=bad.device)
         total, run, longest, first = self._nonfinite_counts.unbind()
         is_bad = bad.long()

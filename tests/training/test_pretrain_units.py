@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -180,6 +181,15 @@ def _batches(n: int = 4) -> list[dict]:
     ]
 
 
+def _cpu_trainer(tmp_path: Path, max_steps: int, **kwargs: Any):
+    """A quiet single-process CPU trainer (no logger, checkpoints, bar or summary)."""
+    import lightning as L
+
+    return L.Trainer(max_steps=max_steps, accelerator="cpu", logger=False,
+                     enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, default_root_dir=tmp_path, **kwargs)
+
+
 @pytest.mark.parametrize("fused", [False, True])
 @pytest.mark.parametrize("mode", ["skip", "raise"])
 def test_nonfinite_gradient_is_skipped_or_raises(mode: str, fused: bool, tmp_path: Path) -> None:
@@ -192,10 +202,7 @@ def test_nonfinite_gradient_is_skipped_or_raises(mode: str, fused: bool, tmp_pat
     torch.manual_seed(0)
     module = MaskedPretrainModule(warmup_steps=1, nonfinite=mode, max_consecutive_nonfinite=5,
                                   fused_adamw=fused)
-    trainer = L.Trainer(
-        max_steps=4, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-    )  # fmt: skip
+    trainer = _cpu_trainer(tmp_path, 4)
     before: dict[str, torch.Tensor] = {}
     steps_seen: list[int] = []
 
@@ -248,11 +255,7 @@ def test_too_many_nonfinite_steps_in_a_row_stop_the_run(fused: bool, tmp_path: P
             if trainer.fit_loop.epoch_loop.batch_idx >= 1:
                 next(p for p in pl_module.parameters() if p.grad is not None).grad[0] = torch.inf
 
-    trainer = L.Trainer(
-        max_steps=6, accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
-        callbacks=[PoisonFromStep1()],
-    )  # fmt: skip
+    trainer = _cpu_trainer(tmp_path, 6, callbacks=[PoisonFromStep1()])
     with pytest.raises(FloatingPointError, match=f"{4 if fused else 3} non-finite gradients in"):
         trainer.fit(module, torch.utils.data.DataLoader(_batches(6), batch_size=None))
     # plain AdamW: at the end of the 3rd bad step in a row; fused: at the read after step 5
@@ -305,12 +308,8 @@ def test_gpu_recipe_steps_never_read_device_values(monkeypatch: pytest.MonkeyPat
 
     torch.manual_seed(0)
     module = MaskedPretrainModule(warmup_steps=1, fused_adamw=True)
-    trainer = L.Trainer(
-        max_steps=6, accelerator="cpu", precision="bf16-mixed", gradient_clip_val=1.0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path,
-        callbacks=[AuditSteps(), StepMetricsLogger(flush_every_n_steps=50)],
-    )  # fmt: skip
+    trainer = _cpu_trainer(tmp_path, 6, precision="bf16-mixed", gradient_clip_val=1.0,
+                           callbacks=[AuditSteps(), StepMetricsLogger(flush_every_n_steps=50)])
     with audit:
         trainer.fit(module, torch.utils.data.DataLoader(_batches(6), batch_size=None))
     assert trainer.global_step == 6
@@ -320,7 +319,6 @@ def test_gpu_recipe_steps_never_read_device_values(monkeypatch: pytest.MonkeyPat
 def test_bf16_with_fused_adamw_clips_gradients(tmp_path: Path) -> None:
     """The GPU recipe (bf16-mixed, fused AdamW, clipping) runs: Lightning refuses to clip for a
     fused optimizer, so the module clips itself, to the norm it was given."""
-    import lightning as L
 
     from eegfm.training.pretrain_module import MaskedPretrainModule
 
@@ -337,11 +335,7 @@ def test_bf16_with_fused_adamw_clips_gradients(tmp_path: Path) -> None:
 
     torch.manual_seed(0)
     module = Recording(warmup_steps=1, fused_adamw=True)
-    trainer = L.Trainer(
-        max_steps=3, accelerator="cpu", precision="bf16-mixed", gradient_clip_val=0.05,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, default_root_dir=tmp_path,
-    )  # fmt: skip
+    trainer = _cpu_trainer(tmp_path, 3, precision="bf16-mixed", gradient_clip_val=0.05)
     trainer.fit(module, torch.utils.data.DataLoader(_batches(), batch_size=None))
     assert trainer.global_step == 3
     assert module.optimizers().optimizer.defaults["fused"]
