@@ -67,6 +67,15 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     ]
 
 
+def sum_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """Sum ``value`` (in place) over the default process group's ranks; as is without one."""
+    # not `strategy.reduce`: Lightning puts a barrier before each all-reduce, and an NCCL
+    # barrier blocks the host until the GPU reaches it; the all-reduce alone is only queued
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(value, op=torch.distributed.ReduceOp.SUM)
+    return value
+
+
 def _skips_on_device(optimizer: torch.optim.Optimizer) -> bool:
     """Whether ``optimizer`` drops a step itself when given ``found_inf`` (a fused Adam/AdamW)."""
     # the fused kernel leaves parameters, moments and step counts alone when found_inf is 1, as
@@ -212,7 +221,7 @@ class MaskedPretrainModule(L.LightningModule):
         if self.trainer.world_size > 1:
             present = torch.isfinite(stacked)
             both = torch.stack([torch.where(present, stacked, 0.0), present.float()])
-            both = self.trainer.strategy.reduce(both, reduce_op="sum")
+            both = sum_over_ranks(both)
             stacked = both[0] / both[1]  # 0/0 -> NaN where no rank had the kind
         return dict(zip(self._metric_keys, stacked.unbind(), strict=True))
 
@@ -225,13 +234,13 @@ class MaskedPretrainModule(L.LightningModule):
         norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
         if isinstance(self.trainer.strategy, (FSDPStrategy, ModelParallelStrategy)):
             # each rank holds a shard of every gradient: the norm is over all of them
-            norm = self.trainer.strategy.reduce(norm.square(), reduce_op="sum").sqrt()
+            norm = sum_over_ranks(norm.square()).sqrt()
         self.step_metrics["grad_norm"] = norm.detach()
         if self.trainer.precision == "16-mixed":  # the GradScaler handles overflow itself
             return
         bad = (~torch.isfinite(norm)).float()
-        if self.trainer.world_size > 1:  # an all-reduce on the device, no host round trip
-            bad = (self.trainer.strategy.reduce(bad, reduce_op="sum") > 0).float()
+        if self.trainer.world_size > 1:
+            bad = (sum_over_ranks(bad) > 0).float()
         self.step_metrics["skipped"] = bad
         self._count_nonfinite(bad)
         if _skips_on_device(optimizer):

@@ -57,11 +57,20 @@ class CrashAfterStep(L.Callback):
 
 
 class SaveRankWeights(L.Callback):
-    """Write each rank's final weights to RUN_DIR/weights_rank{r}.pt."""
+    """Write each rank's final weights to RUN_DIR/weights_rank{r}.pt, and its own and the
+    rank-averaged loss of every step to RUN_DIR/losses_rank{r}.pt."""
+
+    def __init__(self) -> None:
+        self.losses: list[tuple[float, float]] = []
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           outputs: dict, *args: object) -> None:
+        self.losses.append((float(outputs["loss"]), float(pl_module.step_metrics["loss"])))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        path = Path(trainer.default_root_dir) / f"weights_rank{trainer.global_rank}.pt"
-        torch.save(pl_module.state_dict(), path)
+        root, rank = Path(trainer.default_root_dir), trainer.global_rank
+        torch.save(pl_module.state_dict(), root / f"weights_rank{rank}.pt")
+        torch.save(torch.tensor(self.losses), root / f"losses_rank{rank}.pt")
 
 
 @pytest.fixture(scope="module")
@@ -181,4 +190,9 @@ def test_ddp_ranks_see_disjoint_windows_and_end_identical(shards: Path, tmp_path
     weights = [torch.load(run / f"weights_rank{r}.pt", weights_only=True) for r in (0, 1)]
     for name, value in weights[0].items():
         assert torch.equal(value, weights[1][name]), name
+    losses = [torch.load(run / f"losses_rank{r}.pt", weights_only=True) for r in (0, 1)]
+    own_mean = (losses[0][:, 0] + losses[1][:, 0]) / 2
+    assert not torch.equal(losses[0][:, 0], losses[1][:, 0]), "ranks trained on the same data"
+    for rank in (0, 1):  # the logged loss is the mean over ranks, on every rank
+        torch.testing.assert_close(losses[rank][:, 1], own_mean)
     assert [int(r["step"]) for r in read_csv_rows(run / "metrics.csv")] == list(range(1, 7))

@@ -368,11 +368,13 @@ def test_shipped_pretrain_configs_parse(config: str, tmp_path: Path) -> None:
             assert resolved[section][key] == value, f"{section}.{key}"
 
 
-def test_sharded_strategies_clip_by_the_norm_over_all_shards() -> None:
+def test_sharded_strategies_clip_by_the_norm_over_all_shards(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Under FSDP each rank holds part of the gradients: the logged and clipped norm is over
     all ranks' parts (Lightning refuses FSDP on the CPU, so the all-reduce is simulated)."""
     from lightning.pytorch.strategies import FSDPStrategy
 
+    from eegfm.training import pretrain_module
     from eegfm.training.pretrain_module import MaskedPretrainModule
 
     torch.manual_seed(0)
@@ -385,9 +387,8 @@ def test_sharded_strategies_clip_by_the_norm_over_all_shards() -> None:
     other_sq = sum(float(p.grad.norm()) ** 2 for p in other_rank)
     for p in other_rank:  # this rank's shard: the first half
         p.grad = None
-    strategy = FSDPStrategy()
-    strategy.reduce = lambda value, reduce_op: value + other_sq if reduce_op == "sum" else value
-    module._trainer = SimpleNamespace(strategy=strategy, precision="bf16-mixed", world_size=1,
+    monkeypatch.setattr(pretrain_module, "sum_over_ranks", lambda value: value + other_sq)
+    module._trainer = SimpleNamespace(strategy=FSDPStrategy(), precision="bf16-mixed", world_size=1,
                                       global_step=0)
     optimizer = torch.optim.AdamW(params)
     module.on_before_optimizer_step(optimizer)
