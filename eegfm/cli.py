@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import time
 
 # Each target module exposes `main(argv: list[str]) -> int`; importing lazily keeps `eegfm --help`
 # fast and lets `eegfm prep` run without loading torch.
@@ -17,6 +18,42 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "predict": ("eegfm.training.predict_cli", "per-window predictions for new recordings"),
     "demo": ("eegfm.training.demo", "prep → pretrain → finetune on real data, minutes on a CPU"),
 }
+
+# subcommands whose work is torch's OpenMP-parallel kernels
+_TORCH_COMMANDS = {"pretrain", "finetune", "predict", "demo"}
+# cores' worth of CPU time used by other processes above which OpenMP threads should sleep
+# rather than spin while they wait for work
+_BUSY_CORES = 0.5
+
+
+def busy_cores(interval_s: float = 0.1) -> float | None:
+    """Cores' worth of CPU time the machine spends over ``interval_s`` (Linux; None elsewhere)."""
+
+    def sample() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            # user nice system idle iowait irq softirq steal
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+        return sum(ticks), ticks[3] + ticks[4]
+
+    try:
+        total0, idle0 = sample()
+        time.sleep(interval_s)
+        total1, idle1 = sample()
+    except (OSError, ValueError):
+        return None
+    if total1 <= total0:
+        return None
+    return (1.0 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
+
+
+def omp_wait_policy(busy: float | None) -> str | None:
+    """OpenMP wait policy for torch given the cores other work keeps busy (None: the default)."""
+    # Measured on 2 cores (docs/benchmarks.md, "Threads"): passive waiting made an idle machine's
+    # tiny pretraining step 2.3x slower (wake-ups of sleeping threads between small kernels),
+    # while spinning threads made two runs at once 1.7-1.9x slower each than passive ones.
+    if busy is None or busy >= _BUSY_CORES:
+        return "PASSIVE"
+    return None
 
 
 def _usage() -> str:
@@ -38,10 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eegfm {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
-    # Spinning OpenMP threads make torch many times slower whenever another process competes
-    # for the cores (a laptop, a shared node); passive waiting costs little when it does not.
-    # Set before the subcommand imports torch; an explicit user setting wins.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if command in _TORCH_COMMANDS and "OMP_WAIT_POLICY" not in os.environ:
+        # set before the subcommand imports torch; an explicit user setting wins
+        policy = omp_wait_policy(busy_cores())
+        if policy is not None:
+            os.environ["OMP_WAIT_POLICY"] = policy
     if command not in SUBCOMMANDS:
         print(f"eegfm: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
