@@ -27,7 +27,10 @@ _BUSY_CORES = 0.5
 
 
 def busy_cores(interval_s: float = 0.1) -> float | None:
-    """Cores' worth of CPU time the machine spends over ``interval_s`` (Linux; None elsewhere)."""
+    """Cores' worth of CPU time the machine spends over ``interval_s`` (Linux; None elsewhere).
+
+    The caller sleeps meanwhile, so this is the load of the other processes.
+    """
 
     def sample() -> tuple[int, int]:
         with open("/proc/stat") as f:
@@ -48,9 +51,9 @@ def busy_cores(interval_s: float = 0.1) -> float | None:
 
 def omp_wait_policy(busy: float | None) -> str | None:
     """OpenMP wait policy for torch given the cores other work keeps busy (None: the default)."""
-    # Measured on 2 cores (docs/benchmarks.md, "Threads"): passive waiting made an idle machine's
-    # tiny pretraining step 2.3x slower (wake-ups of sleeping threads between small kernels),
-    # while spinning threads made two runs at once 1.7-1.9x slower each than passive ones.
+    # Measured on 2 cores (docs/benchmarks.md, "OpenMP wait policy"): passive waiting made an
+    # idle machine's tiny pretraining step 2.3x slower (a wake-up of sleeping threads between
+    # small kernels), while spinning made two runs at once 1.5-1.9x slower each than passive.
     if busy is None or busy >= _BUSY_CORES:
         return "PASSIVE"
     return None
