@@ -99,7 +99,7 @@ def _add_blocks(
     for chunk in range(n_chunks):
         if early_exit and chunk and not bool((used < budget).any()):
             break
-        K = min(_FIRST_CHUNK << chunk, _MAX_CHUNK)
+        K = _chunk_size(chunk)
         # floor(u * n) can round up to n in floating point: clamp
         pick = torch.minimum((uniform(K) * n_valid[:, None]).long(), n_valid[:, None] - 1)
         centre = valid_first.gather(1, pick.clamp(min=0))  # (B, K)
@@ -115,13 +115,18 @@ def _add_blocks(
         used += take.sum(dim=(1, 2))
 
 
+def _chunk_size(chunk: int) -> int:
+    """Centres drawn in chunk number ``chunk`` (8, 16, 32, then 64)."""
+    return min(_FIRST_CHUNK << chunk, _MAX_CHUNK)
+
+
 def block_chunks(max_budget: int, n_patches: int, span: str) -> int:
     """Chunks of centres drawn without an early exit for a block budget of ``max_budget``."""
     # a block over all patches masks a whole channel: budget / P blocks; a random span maybe 1
     blocks = -(-max_budget // n_patches) if span == "all" else max_budget
     target, drawn, chunks = _CENTRES_PER_BLOCK * blocks + _FIRST_CHUNK, 0, 0
     while drawn < target and chunks < _MAX_CHUNKS:
-        drawn += min(_FIRST_CHUNK << chunks, _MAX_CHUNK)
+        drawn += _chunk_size(chunks)
         chunks += 1
     return max(chunks, 1)
 
@@ -203,7 +208,8 @@ def mixed_mask(
     mask = torch.zeros(B, C, P, dtype=torch.bool, device=device)
 
     if w_block > 0 and C > 0:
-        # the same rounding as `_budget`, for the widest sample the batch could hold
+        # `_budget`'s rounding in Python numbers (a tensor here would be a value to read back),
+        # for the widest sample the batch could hold
         max_budget = math.floor(math.floor(ratio * C * P + 0.5) * w_block + 0.5)
         _add_blocks(mask, coords, valid, _budget(total, w_block), radius_m, span, generator,
                     max_budget)
