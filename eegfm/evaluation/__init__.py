@@ -1,4 +1,4 @@
-"""Evaluation: cross-subject protocols, metrics, reports, plots (numpy, sklearn, matplotlib)."""
+"""Evaluation: protocols, metrics, alignment, classical baselines, statistics, reports, plots."""
 
 from eegfm.evaluation.metrics import (
     METRICS,
@@ -11,6 +11,7 @@ from eegfm.evaluation.plots import (
     plot_confusion_matrix,
     plot_heatmap,
     plot_learning_curves,
+    plot_paired,
     plot_per_subject,
 )
 from eegfm.evaluation.protocols import (
@@ -18,6 +19,7 @@ from eegfm.evaluation.protocols import (
     Split,
     SplitHygieneError,
     check_split,
+    fixed_split,
     make_splits,
     time_blocks,
 )
@@ -36,10 +38,12 @@ __all__ = [
     "check_split",
     "classification_metrics",
     "confusion",
+    "fixed_split",
     "make_splits",
     "plot_confusion_matrix",
     "plot_heatmap",
     "plot_learning_curves",
+    "plot_paired",
     "plot_per_subject",
     "time_blocks",
     "validate_results",

@@ -1,7 +1,7 @@
 """Classical baselines from the libraries that define them: features + logistic regression.
 
 - **log band power + LR**: Welch power spectrum per channel (scipy), mean power in each band,
-  log10, standardised, scikit-learn's ``LogisticRegression``;
+  log10, standardised, scikit-learn's class-balanced ``LogisticRegression``;
 - **tangent space + LR** (MOABB's standard Riemannian pipeline): OAS-shrunk spatial covariance
   (pyriemann ``Covariances``), projection to the tangent space at the training mean (pyriemann
   ``TangentSpace``), ``LogisticRegression``.
@@ -77,8 +77,13 @@ def classical_features(kind: str, x: np.ndarray, subject: np.ndarray, sfreq: flo
 
 
 def classical_pipeline(kind: str, C: float = 1.0) -> Pipeline:
-    """The scikit-learn pipeline that turns :func:`classical_features` into class probabilities."""
-    classifier = LogisticRegression(C=C, max_iter=MAX_ITER)
+    """The scikit-learn pipeline that turns :func:`classical_features` into class probabilities.
+
+    The logistic regression weighs classes inversely to their frequency, as the networks'
+    class-balanced sampler does: the score is balanced accuracy, and eegmat holds three rest
+    windows per arithmetic window.
+    """
+    classifier = LogisticRegression(C=C, max_iter=MAX_ITER, class_weight="balanced")
     if kind == "bandpower":
         return make_pipeline(StandardScaler(), classifier)
     if kind == "tangent":

@@ -160,3 +160,38 @@ def plot_per_subject(scores: Mapping[str, Mapping[str, float]], metric_label: st
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # never over the bars
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
+
+
+def plot_paired(scores: Mapping[str, Mapping[str, float]], reference: str, metric_label: str,
+                path: os.PathLike | str, *, chance: float | None = None) -> Path:
+    """Each model's per-subject score against the reference model's, one panel per model.
+
+    Points above the diagonal are subjects where the model beats the reference.
+    """
+    others = [m for m in scores if m != reference]
+    if reference not in scores or not others:
+        raise ValueError(f"plot_paired: needs the reference {reference!r} and another model")
+    n_cols = min(4, len(others))
+    n_rows = -(-len(others) // n_cols)
+    fig = _new_figure(2.6 * n_cols + 0.4, 2.6 * n_rows + 0.4)
+    axes = fig.subplots(n_rows, n_cols, squeeze=False, sharex=True, sharey=True)
+    ref = scores[reference]
+    for ax, model in zip(axes.flat, others, strict=False):
+        subjects = [s for s in ref if s in scores[model]]
+        x = np.array([ref[s] for s in subjects], dtype=float)
+        y = np.array([scores[model][s] for s in subjects], dtype=float)
+        ax.plot([0, 1], [0, 1], color="0.6", lw=0.8, zorder=0)
+        if chance is not None:
+            ax.axhline(chance, color="0.85", lw=0.8, zorder=0)
+            ax.axvline(chance, color="0.85", lw=0.8, zorder=0)
+        colour = np.where(y > x, "tab:green", np.where(y < x, "tab:red", "0.5"))
+        ax.scatter(x, y, s=14, color=colour, clip_on=False)
+        ax.set_title(textwrap.fill(model, 28), fontsize=8)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_aspect("equal")
+    for ax in axes.flat[len(others):]:
+        ax.set_visible(False)
+    fig.supxlabel(f"{reference}: {metric_label}", fontsize=9)
+    fig.supylabel(f"model: {metric_label}", fontsize=9)
+    return _save(fig, path)

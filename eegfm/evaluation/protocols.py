@@ -15,9 +15,9 @@ from typing import Any, Literal
 import numpy as np
 from sklearn.model_selection import GroupKFold, LeaveOneGroupOut, StratifiedGroupKFold
 
-Protocol = Literal["loso", "kfold", "within"]
-PROTOCOLS: tuple[str, ...] = ("loso", "kfold", "within")
-CROSS_SUBJECT: tuple[str, ...] = ("loso", "kfold")
+Protocol = Literal["loso", "kfold", "within", "split"]
+PROTOCOLS: tuple[str, ...] = ("loso", "kfold", "within", "split")
+CROSS_SUBJECT: tuple[str, ...] = ("loso", "kfold", "split")
 
 
 class SplitHygieneError(ValueError):
@@ -327,6 +327,37 @@ def _within_splits(subjects: np.ndarray, y: np.ndarray, groups: np.ndarray, n_fo
                 val_groups=sorted(_py(g) for g in val_groups), splitter=splitter,
             ))
     return splits
+
+
+def fixed_split(subjects: Sequence, y: Sequence, train: Sequence, val: Sequence,
+                test: Sequence, seed: int = 0) -> Split:
+    """The one split of explicit train / validation / test subject lists (a published split).
+
+    Raises :class:`SplitHygieneError` when a subject is in two lists or in none of the data;
+    subjects of the data in no list are left out of every part.
+    """
+    subjects = np.asarray(subjects).astype(str)
+    y = np.asarray(y)
+    parts = {name: [str(s) for s in ids] for name, ids in
+             (("train", train), ("val", val), ("test", test))}
+    known = set(subjects.tolist())
+    for name, ids in parts.items():
+        missing = sorted(set(ids) - known)
+        if missing:
+            raise SplitHygieneError(f"split.{name}: subject(s) {missing} are not in the data "
+                                    f"(its subjects: {sorted(known)[:12]}"
+                                    f"{' ...' if len(known) > 12 else ''})")
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        both = sorted(set(parts[a]) & set(parts[b]))
+        if both:
+            raise SplitHygieneError(f"split: subject(s) {both} are in both {a} and {b}")
+    rows = {name: np.flatnonzero(np.isin(subjects, ids)) for name, ids in parts.items()}
+    split = Split(fold=0, train=rows["train"], val=rows["val"], test=rows["test"],
+                  test_subjects=sorted(set(parts["test"])), protocol="split", seed=seed,
+                  val_subjects=sorted(set(parts["val"])), splitter="fixed subject lists")
+    check_split(split, subjects)
+    _check_trainable(split, y)
+    return split
 
 
 def time_blocks(recordings: Sequence, starts: Sequence, n_blocks: int = 5) -> np.ndarray:

@@ -20,6 +20,7 @@ from eegfm.evaluation.plots import (
     plot_confusion_matrix,
     plot_heatmap,
     plot_learning_curves,
+    plot_paired,
     plot_per_subject,
 )
 from eegfm.evaluation.schema import HEADLINE_METRIC, SCHEMA, to_json_safe, validate_results
@@ -131,6 +132,8 @@ def _markdown(results: Mapping[str, Any], summaries: Mapping[str, Any],
                            [[str(s)] + [scores.get(m) for m in model_metrics]
                             for s, scores in entry["per_subject"].items()], METRIC_FORMAT)
         lines += ["", "</details>"]
+    if "statistics" in results:
+        lines += _statistics_section(results["statistics"], figures)
     info_rows = [{"model": m, **e["info"]} for m, e in models.items() if e.get("info")]
     if info_rows:
         lines += ["", "## Models", "", *_dict_table(info_rows)]
@@ -144,10 +147,42 @@ def _markdown(results: Mapping[str, Any], summaries: Mapping[str, Any],
     for model, entry in models.items():
         lines += _extras_sections(entry.get("extras", {}), f"## {model}:", figures,
                                   f"heatmap:{model}/")
-    plots = [(k, p) for k, p in figures.items() if not k.startswith("heatmap:")]
+    plots = [(k, p) for k, p in figures.items()
+             if not k.startswith("heatmap:") and k != "paired"]
     if plots:
         lines += ["", "## Figures", ""] + [f"![{k}]({p.name})" for k, p in plots]
     return "\n".join(lines) + "\n"
+
+
+def _statistics_section(statistics: Mapping[str, Any], figures: Mapping[str, Path]
+                        ) -> list[str]:
+    """Paired comparisons with the reference model (every pair is in results.json)."""
+    reference = statistics["reference"]
+    label = METRIC_LABELS.get(statistics["metric"], statistics["metric"])
+    rows = []
+    for pair in statistics["pairs"]:
+        if reference not in (pair["model"], pair["versus"]):
+            continue
+        sign = 1 if pair["versus"] == reference else -1
+        other = pair["model"] if sign == 1 else pair["versus"]
+        ci = pair["ci95"]
+        rows.append([other, pair["n"],
+                     None if pair["mean_difference"] is None else sign * pair["mean_difference"],
+                     "n/a" if ci is None else
+                     f"[{min(sign * ci[0], sign * ci[1]):+.3f}, "
+                     f"{max(sign * ci[0], sign * ci[1]):+.3f}]",
+                     f"{pair['wins'] if sign == 1 else pair['losses']}/"
+                     f"{pair['losses'] if sign == 1 else pair['wins']}",
+                     "n/a" if pair["wilcoxon_p"] is None else f"{pair['wilcoxon_p']:.3g}"])
+    lines = ["", f"## Paired comparison with the best baseline ({reference})", "",
+             f"{label}: model minus {reference}, paired over test subjects. "
+             f"{statistics.get('test', '')}. Every pair of models is in results.json "
+             "(`statistics.pairs`).", ""]
+    lines += _md_table(["model", "n subjects", "mean difference", "95 % CI", "better/worse",
+                        "Wilcoxon p"], rows, "{:+.3f}")
+    if "paired" in figures:
+        lines += ["", f"![paired]({figures['paired'].name})"]
+    return lines
 
 
 def _plot_heatmap_extras(extras: Mapping[str, Any], out_dir: Path, prefix: str,
@@ -207,6 +242,12 @@ def write_report(results: dict, out_dir: os.PathLike | str) -> dict[str, Path]:
         figures.update(_plot_heatmap_extras(entry.get("extras", {}), out_dir, f"{slug}_",
                                             f"heatmap:{model}/"))
     figures.update(_plot_heatmap_extras(results.get("extras", {}), out_dir, "", "heatmap:"))
+    if "statistics" in results:
+        figures["paired"] = plot_paired(
+            {m: {s: sc[HEADLINE_METRIC] for s, sc in per_subject.items()}
+             for m, per_subject in scores.items()}, results["statistics"]["reference"],
+            METRIC_LABELS[HEADLINE_METRIC], out_dir / "paired_balanced_accuracy.png",
+            chance=1.0 / len(results["class_names"]))
 
     document = {"schema": SCHEMA,
                 **{k: v for k, v in results.items() if k not in ("schema", "figures")}}

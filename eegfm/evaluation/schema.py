@@ -20,7 +20,8 @@ SCHEMA = "eegfm-results/1"
 TOP_KEYS_REQUIRED = ("protocol", "seed", "class_names", "models")
 # "schema", "figures" and a model's "summary" are written by write_report; accepted (and
 # recomputed) so that a results.json can be fed back to write_report to re-render a report.
-TOP_KEYS_OPTIONAL = ("task", "config", "splits", "extras", "notes", "schema", "figures")
+TOP_KEYS_OPTIONAL = ("task", "config", "splits", "extras", "notes", "schema", "figures",
+                     "statistics")
 MODEL_KEYS_REQUIRED = ("per_subject",)
 MODEL_KEYS_OPTIONAL = ("confusion_matrix", "learning_curves", "subject_notes", "info", "extras",
                        "summary")
@@ -151,6 +152,8 @@ def validate_results(results: Any) -> None:
     if "extras" in results:
         _check_extras(results["extras"], "results['extras']")
     models = results["models"]
+    if "statistics" in results:
+        _check_statistics(results["statistics"], models)
     if not isinstance(models, Mapping) or not models:
         _fail("results['models']", "expected a non-empty dict {model name: model results}")
     for model, entry in models.items():
@@ -169,6 +172,22 @@ def validate_results(results: Any) -> None:
             _fail(f"{path}['info']", "expected a dict")
         if "extras" in entry:
             _check_extras(entry["extras"], f"{path}['extras']")
+
+
+def _check_statistics(statistics: Any, models: Any) -> None:
+    """``statistics``: the reference model and paired comparisons between named models."""
+    path = "results['statistics']"
+    _check_keys(statistics, path, ("metric", "reference", "pairs"), ("n_bootstrap", "test"))
+    names = set(models) if isinstance(models, Mapping) else set()
+    if statistics["reference"] not in names:
+        _fail(f"{path}['reference']", f"{statistics['reference']!r} is not a model of the report")
+    for i, pair in enumerate(statistics["pairs"]):
+        where = f"{path}['pairs'][{i}]"
+        _check_keys(pair, where, ("model", "versus", "n", "mean_difference", "ci95",
+                                  "wilcoxon_p"), ("wins", "losses"))
+        for key in ("model", "versus"):
+            if pair[key] not in names:
+                _fail(f"{where}['{key}']", f"{pair[key]!r} is not a model of the report")
 
 
 def to_json_safe(value: Any) -> Any:

@@ -42,14 +42,18 @@ def test_band_power_equals_welch_by_hand(eegmat_windows):
         band_power(task.x[:1], task.sfreq, {"narrow": (10.2, 10.4)})
 
 
+def _lr(c: float) -> LogisticRegression:
+    return LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
+
+
 def _direct_lr(train_x, train_y, val_x, val_y, test_x, all_x, all_y):
     """C chosen on validation, refit on train + validation, test probabilities."""
     scores = []
     for c in C_GRID:
-        model = LogisticRegression(C=c, max_iter=2000).fit(train_x, train_y)
+        model = _lr(c).fit(train_x, train_y)
         scores.append(balanced_accuracy_score(val_y, model.predict(val_x)))
     best = C_GRID[int(np.argmax(scores))]
-    return LogisticRegression(C=best, max_iter=2000).fit(all_x, all_y).predict_proba(test_x)
+    return _lr(best).fit(all_x, all_y).predict_proba(test_x)
 
 
 @pytest.mark.parametrize("aligned", [False, True])
@@ -71,12 +75,12 @@ def test_band_power_lr_equals_scikit_learn(eegmat_windows, aligned: bool):
     scaler_all = StandardScaler().fit(direct[fit_rows])
     scores = []
     for c in C_GRID:
-        lr = LogisticRegression(C=c, max_iter=2000).fit(scaler.transform(direct[train]),
+        lr = _lr(c).fit(scaler.transform(direct[train]),
                                                         task.y[train])
         scores.append(balanced_accuracy_score(
             task.y[val], lr.predict(scaler.transform(direct[val]))))
     best = C_GRID[int(np.argmax(scores))]
-    lr = LogisticRegression(C=best, max_iter=2000).fit(scaler_all.transform(direct[fit_rows]),
+    lr = _lr(best).fit(scaler_all.transform(direct[fit_rows]),
                                                        task.y[fit_rows])
     expected = lr.predict_proba(scaler_all.transform(direct[test]))
     np.testing.assert_allclose(model.predict_proba(features[test]), expected, atol=1e-6)
