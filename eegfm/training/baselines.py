@@ -1,38 +1,44 @@
-"""braindecode baselines trained from scratch in the fine-tuning harness: EEGNet, ShallowFBCSPNet.
+"""Supervised networks trained from scratch in the fine-tuning harness.
 
-They see the same windows, splits, sampler and early stopping as the encoder models. A
-fixed-montage network needs the same channels in every window: the channels common to all
-recordings of the task, in a fixed order. The signal is divided by ``input_scale_uv`` (a
-constant, so amplitude differences between windows and subjects are kept).
+braindecode's EEGNet, ShallowFBCSPNet and EEGConformer, and eegfm's DBConformer (an
+``EEGModuleMixin`` model, :mod:`eegfm.models.dbconformer`). They see the same windows, splits,
+sampler and early stopping as the encoder models. A fixed-montage network needs the same
+channels in every window: the channels common to all recordings of the task, in a fixed order.
+The signal is divided by ``input_scale_uv`` (a constant, so amplitude differences between
+windows and subjects are kept).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import braindecode.models as braindecode_models
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from eegfm.heads import HeadLoss
+from eegfm.models.dbconformer import DBConformer
 from eegfm.training.finetune_module import Batch, decay_groups
 
-BASELINES: dict[str, str] = {"eegnet": "EEGNet", "shallow": "ShallowFBCSPNet"}
+# config name -> the class; EEGNet was EEGNetv4 before braindecode 1.0
+NETWORKS: dict[str, type[nn.Module] | None] = {
+    "eegnet": (getattr(braindecode_models, "EEGNet", None)
+               or getattr(braindecode_models, "EEGNetv4", None)),
+    "shallow": getattr(braindecode_models, "ShallowFBCSPNet", None),
+    "conformer": getattr(braindecode_models, "EEGConformer", None),
+    "dbconformer": DBConformer,
+}
 
 
-def braindecode_class(name: str) -> type[nn.Module]:
-    """The braindecode model class of a baseline (EEGNet was EEGNetv4 before braindecode 1.0)."""
-    import braindecode.models as models
-
-    if name == "eegnet":
-        cls = getattr(models, "EEGNet", None) or getattr(models, "EEGNetv4", None)
-    elif name == "shallow":
-        cls = getattr(models, "ShallowFBCSPNet", None)
-    else:
-        raise ValueError(f"unknown baseline {name!r}; choose from {sorted(BASELINES)}")
+def network_class(name: str) -> type[nn.Module]:
+    """The model class of a from-scratch network baseline."""
+    if name not in NETWORKS:
+        raise ValueError(f"unknown baseline {name!r}; choose from {sorted(NETWORKS)}")
+    cls = NETWORKS[name]
     if cls is None:
         raise ImportError(f"braindecode has no model for baseline {name!r}; braindecode>=1.0 "
-                          "provides EEGNet and ShallowFBCSPNet")
+                          "provides EEGNet, ShallowFBCSPNet and EEGConformer")
     return cls
 
 
@@ -50,14 +56,14 @@ def default_options(name: str, sfreq: float) -> dict[str, Any]:
 
 
 class BraindecodeClassifier(nn.Module):
-    """A braindecode network on ``(B, C, T)`` windows of fixed channels, in the harness API."""
+    """A from-scratch network on ``(B, C, T)`` windows of fixed channels, in the harness API."""
 
     def __init__(self, name: str, n_chans: int, n_classes: int, n_times: int, sfreq: float,
                  *, input_scale_uv: float = 50.0, **options: Any):
         super().__init__()
         if input_scale_uv <= 0:
             raise ValueError(f"baselines.input_scale_uv must be positive, got {input_scale_uv}")
-        cls = braindecode_class(name)
+        cls = network_class(name)
         kwargs = {**default_options(name, sfreq), **options}
         try:
             self.net = cls(n_chans=n_chans, n_outputs=n_classes, n_times=n_times, sfreq=sfreq,

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from eegfm.training.finetune_config import DEFAULT_MODELS
+
 DEFAULT_SOURCE = "moabb:BNCI2014_001:1-4"
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
 
@@ -139,7 +141,9 @@ def _run(args: argparse.Namespace) -> int:
     config_path = args.finetune_config or _config(
         "finetune", "moabb.yaml" if moabb else "eegmat.yaml"
     )
+    # the Conformers of eegmat.yaml take most of an hour on a CPU: the demo runs the defaults
     overrides = {"seed": args.seed, "out": str(out / "finetune"), "progress": args.progress,
+                 "models": list(DEFAULT_MODELS),
                  "protocol": args.protocol, "head": args.head,
                  "baselines.epochs": args.baseline_epochs}
     if moabb:

@@ -12,7 +12,10 @@ import argparse
 import sys
 import time
 
-HELP_MODELS = "comma-separated subset of pretrained,random_init,eegnet,shallow"
+from eegfm.evaluation.alignment import ALIGNMENTS
+from eegfm.training.finetune_config import MODELS
+
+HELP_MODELS = f"comma-separated subset of {','.join(MODELS)}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,7 +33,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--head-option", action="append", metavar="KEY=VALUE",
                         help="a head option (repeatable), e.g. --head-option branch=shared; "
                              "VALUE is read as YAML (numbers, true/false, lists)")
-    parser.add_argument("--protocol", choices=["loso", "kfold", "within"])
+    parser.add_argument("--protocol", choices=["loso", "kfold", "within", "split"],
+                        help="split: the fixed subject lists of --train/--val/--test-subjects "
+                             "(or the config's split section)")
+    for part in ("train", "val", "test"):
+        parser.add_argument(f"--{part}-subjects", metavar="IDS",
+                            help=f"protocol split: comma-separated {part} subject ids")
+    parser.add_argument("--align", help="comma-separated subject alignments to run, each a "
+                                        f"full set of models: {', '.join(ALIGNMENTS)} "
+                                        "(default: the config's, none,euclidean)")
     parser.add_argument("--freeze", action=argparse.BooleanOptionalAction, default=None,
                         help="freeze the encoder (default per head: linear and shared_routed "
                              "frozen, mlp fine-tuned)")
@@ -71,18 +82,24 @@ def overrides_from(args: argparse.Namespace) -> dict:
     data = args.data
     if data is not None and len(data) == 1:
         data = data[0]
-    models = None if args.models is None else [m.strip() for m in args.models.split(",")
-                                               if m.strip()]
+    models, align = _names(args.models), _names(args.align)
     values = {
         "data": data, "checkpoint": args.checkpoint, "head": args.head, "spiking": args.spiking,
         "head_options": parse_head_options(args.head_option),
         "protocol": args.protocol, "freeze": args.freeze, "models": models, "out": args.out,
+        "align": align, "split.train": _names(args.train_subjects),
+        "split.val": _names(args.val_subjects), "split.test": _names(args.test_subjects),
         "train.epochs": args.epochs, "train.lr": args.lr, "train.batch_size": args.batch_size,
         "seed": args.seed, "n_folds": args.n_folds, "max_folds": args.max_folds,
         "train.threads": args.threads, "tensorboard": args.tensorboard,
         "save_model": args.save_model, "progress": args.progress,
     }
     return {k: v for k, v in values.items() if v is not None}
+
+
+def _names(text: str | None) -> list[str] | None:
+    """``"a, b,c"`` -> ``["a", "b", "c"]``; None stays None (option not given)."""
+    return None if text is None else [v.strip() for v in text.split(",") if v.strip()]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,9 +12,15 @@ from typing import Any, Literal
 
 from eegfm.data.task_config import ConfigError, from_mapping, read_yaml
 from eegfm.data.tasks import TaskConfig
+from eegfm.evaluation.alignment import ALIGNMENTS, Alignment
+from eegfm.evaluation.classical import BANDS, C_GRID
 
-MODELS = ("pretrained", "random_init", "eegnet", "shallow")
 ENCODER_MODELS = ("pretrained", "random_init")
+CLASSICAL_MODELS = ("bandpower_lr", "tangent_lr")
+NETWORK_MODELS = ("eegnet", "shallow", "conformer", "dbconformer")
+MODELS = ENCODER_MODELS + CLASSICAL_MODELS + NETWORK_MODELS
+# the deep Conformers cost minutes per fold on a CPU: asked for by name (see eegmat.yaml)
+DEFAULT_MODELS = ("pretrained", "random_init", "bandpower_lr", "tangent_lr", "eegnet", "shallow")
 HEAD_FREEZES = {"linear": True, "mlp": False, "shared_routed": True}  # default mode per head
 
 
@@ -54,6 +60,50 @@ class BaselineConfig:
     input_scale_uv: float = 50.0  # signal divided by this: O(1) inputs, amplitudes kept
     eegnet: dict[str, Any] = field(default_factory=dict)  # braindecode EEGNet keyword arguments
     shallow: dict[str, Any] = field(default_factory=dict)  # ShallowFBCSPNet keyword arguments
+    conformer: dict[str, Any] = field(default_factory=dict)  # braindecode EEGConformer options
+    dbconformer: dict[str, Any] = field(default_factory=dict)  # eegfm.models.DBConformer options
+
+
+@dataclass
+class ClassicalConfig:
+    """Band power + LR and tangent space + LR (eegfm.evaluation.classical)."""
+
+    bands: dict[str, list[float]] = field(
+        default_factory=lambda: {k: list(v) for k, v in BANDS.items()})  # name: [low, high) Hz
+    c_grid: list[float] = field(default_factory=lambda: list(C_GRID))  # LR C, chosen on val
+
+    def __post_init__(self) -> None:
+        for name, edges in self.bands.items():
+            if len(edges) != 2 or not 0 <= edges[0] < edges[1]:
+                raise ConfigError(f"classical.bands.{name}: expected [low, high) Hz with "
+                                  f"0 <= low < high, got {edges}")
+        if not self.c_grid or min(self.c_grid) <= 0:
+            raise ConfigError(f"classical.c_grid must hold positive values, got {self.c_grid}")
+
+
+@dataclass
+class SubjectSplit:
+    """``protocol: split``: explicit train / validation / test subjects (a published split)."""
+
+    train: list[str] = field(default_factory=list)
+    val: list[str] = field(default_factory=list)
+    test: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.train, self.val, self.test = ([str(s) for s in part]
+                                           for part in (self.train, self.val, self.test))
+        for name in ("train", "val", "test"):
+            part = getattr(self, name)
+            twice = sorted({s for s in part if part.count(s) > 1})
+            if twice:
+                raise ConfigError(f"split.{name} lists subject(s) {twice} more than once")
+        for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+            both = sorted(set(getattr(self, a)) & set(getattr(self, b)))
+            if both:
+                raise ConfigError(f"split: subject(s) {both} are in both split.{a} and "
+                                  f"split.{b}")
+        if not self.train or not self.test:
+            raise ConfigError("split.train and split.test must each name at least one subject")
 
 
 @dataclass
@@ -68,13 +118,14 @@ class FinetuneConfig:
     checkpoint: str | None = None  # pretrained encoder (eegfm.checkpoint); None: no 'pretrained'
     encoder: str = "eegfm_tiny"  # architecture of random_init when no checkpoint is given
     encoder_options: dict[str, Any] = field(default_factory=dict)  # create_model overrides
-    models: list[str] = field(default_factory=lambda: list(MODELS))
+    models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
     head: Literal["linear", "mlp", "shared_routed"] = "linear"
     head_options: dict[str, Any] = field(default_factory=dict)  # create_head keyword options
     spiking: Literal["none", "lif", "int"] = "none"
     freeze: bool | None = None  # None: the head's default (linear, shared_routed: frozen)
     augment: dict[str, Any] = field(default_factory=dict)  # make_view_augmenter options
-    protocol: Literal["loso", "kfold", "within"] = "loso"
+    protocol: Literal["loso", "kfold", "within", "split"] = "loso"
+    split: SubjectSplit | None = None  # protocol split: the subject lists
     n_folds: int = 5
     n_val_subjects: int | float = 0.2
     n_val_groups: int | float = 0.2
@@ -83,6 +134,12 @@ class FinetuneConfig:
     seed: int = 0
     train: TrainConfig = field(default_factory=TrainConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
+    classical: ClassicalConfig = field(default_factory=ClassicalConfig)
+    # subject alignment, each entry one run of every model: none, euclidean (EA of windows for
+    # networks and encoders, covariance re-centring for tangent space, per-subject
+    # standardisation of band powers); see eegfm.evaluation.alignment
+    align: list[Alignment] = field(default_factory=lambda: ["none", "euclidean"])
+    n_bootstrap: int = 10_000  # resamples of the paired bootstrap CIs
     out: str = "runs/finetune"
     save_model: bool = True  # refit encoder models on all subjects, save model_<name>.pt
     tensorboard: bool = False  # also write TensorBoard event files next to the CSV logs
@@ -95,6 +152,16 @@ class FinetuneConfig:
             raise ConfigError(f"models: unknown {unknown}; choose from {list(MODELS)}")
         if len(set(self.models)) != len(self.models):
             raise ConfigError(f"models lists a model twice: {self.models}")
+        if not self.align or len(set(self.align)) != len(self.align):
+            raise ConfigError(f"align must list each of {list(ALIGNMENTS)} at most once, "
+                              f"got {self.align}")
+        if (self.protocol == "split") != (self.split is not None):
+            raise ConfigError("protocol split needs the split section (train/val/test subjects)"
+                              if self.split is None else
+                              f"a split section is given but protocol is {self.protocol!r}; "
+                              "use protocol: split")
+        if self.n_bootstrap < 100:
+            raise ConfigError(f"n_bootstrap must be at least 100, got {self.n_bootstrap}")
 
     @property
     def frozen(self) -> bool:

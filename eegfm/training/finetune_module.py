@@ -209,7 +209,7 @@ def encode_windows(encoder: nn.Module, data: WindowTensors, batch_size: int,
 # ------------------------------------------------------------------------------ checkpoint
 def save_finetuned(path: str | os.PathLike, model: EncoderClassifier, *, class_names: list[str],
                    window_s: float, stride_s: float, sfreq: float, prep_config: dict,
-                   extra: dict | None = None) -> Path:
+                   align: str = "none", extra: dict | None = None) -> Path:
     """Write a fine-tuned model that :func:`load_finetuned` (``weights_only=True``) rebuilds."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,6 +226,7 @@ def save_finetuned(path: str | os.PathLike, model: EncoderClassifier, *, class_n
         "stride_s": float(stride_s),
         "sfreq": float(sfreq),
         "prep_config": prep_config,
+        "align": str(align),  # subject alignment the model was trained with (predict repeats it)
         "extra": extra or {},
     }
     tmp = path.with_name(path.name + ".tmp")
@@ -251,4 +252,5 @@ def load_finetuned(path: str | os.PathLike) -> tuple[EncoderClassifier, dict[str
     head.load_state_dict(document["head_state"])
     model = EncoderClassifier(encoder, head, frozen=True).eval()
     meta = {k: v for k, v in document.items() if not k.endswith("_state")}
+    meta.setdefault("align", "none")  # files written before alignment existed
     return model, meta

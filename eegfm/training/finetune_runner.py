@@ -1,9 +1,10 @@
 """``run_finetune(config) -> results``: task windows -> protocol splits -> models -> report.
 
-Every model of ``config.models`` (pretrained encoder + head, the same encoder from random init,
-braindecode EEGNet and ShallowFBCSPNet) sees the same windows and the same splits. Split
-hygiene is asserted again here on subjects *and* recording ids; ``within`` runs purge training
-windows that share samples with a test window. See docs/finetune.md.
+Every model of ``config.models`` (encoders + heads, classical pipelines, networks from scratch)
+is a :class:`~eegfm.training.fold_models.FoldModel` run by one fold loop on the same windows and
+splits, once per subject alignment of ``config.align``. Split hygiene is asserted again here on
+subjects *and* recording ids; ``within`` runs purge training windows that share samples with a
+test window. Paired statistics compare every model with the best baseline. See docs/finetune.md.
 """
 
 from __future__ import annotations
@@ -11,32 +12,36 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import yaml
 
+from eegfm.checkpoint import from_pretrained
 from eegfm.data.task_config import ConfigError, from_mapping, to_plain
+from eegfm.data.task_moabb import is_moabb
 from eegfm.data.tasks import TaskConfig, TaskSet, build_task_set
-from eegfm.evaluation import Split, SplitHygieneError, check_split, make_splits, write_report
+from eegfm.evaluation import (
+    Split,
+    SplitHygieneError,
+    check_split,
+    fixed_split,
+    make_splits,
+    write_report,
+)
+from eegfm.evaluation.statistics import all_pairs
+from eegfm.models import create_model
+from eegfm.prep import load_prep_config
 from eegfm.training.finetune_config import (
     ENCODER_MODELS,
     FinetuneConfig,
     load_finetune_config,
 )
-from eegfm.training.finetune_models import run_baselines, run_encoder_model
-
-DISPLAY = {"pretrained": "pretrained", "random_init": "random_init", "eegnet": "EEGNet",
-           "shallow": "ShallowFBCSPNet"}
-
-
-def seed_of(*parts: Any) -> int:
-    """A stable 31-bit seed from the run seed, model name and fold."""
-    return zlib.crc32(repr(parts).encode()) & 0x7FFFFFFF
+from eegfm.training.fold_models import RunContext, build_fold_models, cross_validate
 
 
 def resolve_config(config: FinetuneConfig | str | Path | Mapping | None,
@@ -101,9 +106,7 @@ def _overlaps(task: TaskSet, rows: np.ndarray, test: np.ndarray, length: int) ->
 
 def _prep_config(cfg: FinetuneConfig, roots: list[Path]):
     """The prep config of the data: the shards' own prep_config.yaml, or moabb's settings."""
-    from eegfm.prep import load_prep_config
-
-    if isinstance(cfg.data, str) and cfg.data.startswith("moabb:"):
+    if is_moabb(cfg.data):
         return load_prep_config(cfg.prep_config, **cfg.prep)
     stored = roots[0] / "prep_config.yaml" if roots else None
     if stored is not None and stored.is_file():
@@ -115,17 +118,15 @@ def run_finetune(config: FinetuneConfig | str | Path | Mapping | None = None,
                  **overrides: Any) -> dict[str, Any]:
     """Run every model of the config on every fold and write the report into ``config.out``.
 
-    Returns the content of ``results.json`` (per-subject scores, summaries, figures, config).
+    Returns the content of ``results.json`` (per-subject scores, summaries, statistics,
+    figures, config).
     """
-    from eegfm.checkpoint import from_pretrained
-    from eegfm.models import create_model
-
     cfg = resolve_config(config, **overrides)
     if cfg.data is None:
         raise ConfigError("no data: give --data SHARDS_DIR|moabb:NAME (or data: in the config)")
-    is_moabb = isinstance(cfg.data, str) and cfg.data.startswith("moabb:")
+    moabb = is_moabb(cfg.data)
     if cfg.task is None:
-        if not is_moabb:
+        if not moabb:
             raise ConfigError("the config has no task section (how windows get labels); see "
                               "configs/finetune/eegmat.yaml and docs/finetune.md")
         cfg = dataclasses.replace(cfg, task=TaskConfig(name=cfg.data, type="events"))
@@ -146,42 +147,35 @@ def run_finetune(config: FinetuneConfig | str | Path | Mapping | None = None,
     pretrained = from_pretrained(cfg.checkpoint) if cfg.checkpoint else None
     reference = pretrained or create_model(cfg.encoder, **cfg.encoder_options)
     uses_encoder = any(m in ENCODER_MODELS for m in models)
-    roots = [] if is_moabb else [
+    roots = [] if moabb else [
         Path(p) for p in ([cfg.data] if isinstance(cfg.data, str) else cfg.data)]
     prep_config = _prep_config(cfg, roots)
     task = build_task_set(
         cfg.task, cfg.data, multiple_of=reference.patch_len if uses_encoder else 1,
         sfreq=reference.sfreq if uses_encoder else None, prep_config=prep_config,
         cache_dir=cfg.cache_dir, progress=cfg.progress)
-    groups = task.groups(cfg.n_blocks) if cfg.protocol == "within" else None
-    splits = make_splits(cfg.protocol, task.subject, task.y, groups=groups, n_folds=cfg.n_folds,
-                         n_val_subjects=cfg.n_val_subjects, n_val_groups=cfg.n_val_groups,
-                         seed=cfg.seed)
-    if cfg.max_folds is not None and cfg.max_folds < len(splits):
-        notes.append(f"max_folds={cfg.max_folds}: only the first {cfg.max_folds} of "
-                     f"{len(splits)} folds ran; subjects of the other folds are not scored.")
-        splits = splits[:cfg.max_folds]
-    checked = [hygienic_split(split, task, groups) for split in splits]
-    splits = [split for split, _ in checked]
-    purged = sum(n for _, n in checked)
-    if purged:
-        notes.append(f"within: {purged} training/validation windows overlapping a test window "
-                     "in time were removed (overlapping strides).")
-    context = {"cfg": cfg, "task": task, "splits": splits, "out": out, "seed_of": seed_of,
-               "prep_config": prep_config.to_dict(), "notes": notes}
+    splits = _splits(cfg, task, notes)
+    ctx = RunContext(cfg=cfg, task=task, splits=splits, out=out,
+                     prep_config=prep_config.to_dict(), notes=notes)
+    fixed = [m for m in models if m not in ENCODER_MODELS]
+    channels = task.common_channels()
+    if fixed and channels and len(channels) < task.x.shape[1]:
+        notes.append(f"Classical and from-scratch baselines use the {len(channels)} channels "
+                     f"common to all recordings ({', '.join(channels)}).")
+    if "none" not in cfg.align:
+        notes.append("Unaligned results were switched off (align: "
+                     f"{', '.join(cfg.align)}): every model ran on subject-aligned data only.")
+    elif len(cfg.align) == 1:
+        notes.append("Subject alignment was switched off (align: none).")
+    encoders = {"pretrained": pretrained, "random_init": reference}
     entries: dict[str, dict[str, Any]] = {}
     frames = []
-    for name in models:
-        if name in ENCODER_MODELS:
-            encoder = pretrained if name == "pretrained" else reference
-            entry, frame = run_encoder_model(name, encoder, context)
-            entries[DISPLAY[name]] = entry
+    for align in cfg.align:
+        for model in build_fold_models(ctx, models, align, encoders.__getitem__):
+            entry, frame = cross_validate(model, ctx)
+            entries[model.display] = entry
             frames.append(frame)
-    baseline_names = [m for m in models if m not in ENCODER_MODELS]
-    if baseline_names:
-        for name, (entry, frame) in run_baselines(baseline_names, context).items():
-            entries[DISPLAY[name]] = entry
-            frames.append(frame)
+    statistics = paired_statistics(entries, cfg.n_bootstrap, cfg.seed)
     notes.append(f"Seed {cfg.seed} fixes the splits, the validation subjects, initialisation "
                  "and sampling (per-model, per-fold seeds derive from it).")
     notes.append(f"Total run time {time.perf_counter() - started:.0f} s.")
@@ -196,20 +190,69 @@ def run_finetune(config: FinetuneConfig | str | Path | Mapping | None = None,
         "notes": notes,
         "extras": {"task data": task.summary()},
     }
+    if statistics is not None:
+        results["statistics"] = statistics
     paths = write_report(results, out)
     if frames:
-        import pandas as pd
-
         pd.concat(frames).to_csv(out / "predictions.csv", index=False)
     (out / "config.yaml").write_text(yaml.safe_dump(to_plain(cfg), sort_keys=False),
                                      encoding="utf-8")
     return json.loads(Path(paths["json"]).read_text(encoding="utf-8"))
 
 
+def _splits(cfg: FinetuneConfig, task: TaskSet, notes: list[str]) -> list[Split]:
+    """The protocol's checked splits; notes on what was cut."""
+    groups = task.groups(cfg.n_blocks) if cfg.protocol == "within" else None
+    if cfg.protocol == "split":
+        splits = [fixed_split(task.subject, task.y, cfg.split.train, cfg.split.val,
+                              cfg.split.test, seed=cfg.seed)]
+        unused = sorted(set(task.subject.tolist()) - set(cfg.split.train) - set(cfg.split.val)
+                        - set(cfg.split.test))
+        if unused:
+            notes.append(f"split: subject(s) {unused} are in no list and were not used.")
+    else:
+        splits = make_splits(cfg.protocol, task.subject, task.y, groups=groups,
+                             n_folds=cfg.n_folds, n_val_subjects=cfg.n_val_subjects,
+                             n_val_groups=cfg.n_val_groups, seed=cfg.seed)
+    if cfg.max_folds is not None and cfg.max_folds < len(splits):
+        notes.append(f"max_folds={cfg.max_folds}: only the first {cfg.max_folds} of "
+                     f"{len(splits)} folds ran; subjects of the other folds are not scored.")
+        splits = splits[:cfg.max_folds]
+    checked = [hygienic_split(split, task, groups) for split in splits]
+    purged = sum(n for _, n in checked)
+    if purged:
+        notes.append(f"within: {purged} training/validation windows overlapping a test window "
+                     "in time were removed (overlapping strides).")
+    return [split for split, _ in checked]
+
+
+def paired_statistics(entries: Mapping[str, Mapping[str, Any]], n_bootstrap: int, seed: int,
+                      metric: str = "balanced_accuracy") -> dict[str, Any] | None:
+    """Every pair of models compared over their test subjects; the best baseline named.
+
+    The reference is the baseline (any model that is not an eegfm encoder) with the highest
+    mean ``metric``; ``None`` when fewer than two models ran.
+    """
+    if len(entries) < 2:
+        return None
+    scores = {name: {s: v.get(metric) for s, v in entry["per_subject"].items()}
+              for name, entry in entries.items()}
+    means = {name: float(np.nanmean([np.nan if v is None else v for v in per.values()]))
+             for name, per in scores.items()}
+    baselines = [name for name, entry in entries.items()
+                 if not str(entry.get("info", {}).get("model", "")).startswith("eegfm encoder")]
+    reference = max(baselines or list(entries), key=lambda name: means[name])
+    return {"metric": metric, "reference": reference, "n_bootstrap": n_bootstrap,
+            "test": "Two-sided Wilcoxon signed-rank over test subjects; percentile bootstrap "
+                    "95 % CI of the mean paired difference",
+            "pairs": all_pairs(scores, n_bootstrap=n_bootstrap, seed=seed)}
+
+
 def summary_table(results: Mapping[str, Any]) -> str:
     """Plain-text table of mean ± std per model (what the CLI prints)."""
     metrics = ("balanced_accuracy", "cohen_kappa", "macro_f1", "auroc")
-    lines = [f"{'model':<18}" + "".join(f"{m:>22}" for m in metrics)]
+    width = max([18, *(len(m) + 2 for m in results["models"])])
+    lines = [f"{'model':<{width}}" + "".join(f"{m:>22}" for m in metrics)]
     for model, entry in results["models"].items():
         cells = []
         for metric in metrics:
@@ -220,7 +263,7 @@ def summary_table(results: Mapping[str, Any]) -> str:
                 std = stats.get("std")
                 text = f"{stats['mean']:.3f}" + (f" ± {std:.3f}" if std is not None else "")
                 cells.append(f"{text:>22}")
-        lines.append(f"{model:<18}" + "".join(cells))
+        lines.append(f"{model:<{width}}" + "".join(cells))
     return "\n".join(lines)
 
 

@@ -6,16 +6,35 @@
 Each input (a file, a folder, a BIDS root or ``moabb:NAME``) goes through the same prep pipeline
 as the training data (the prep config stored in the model), so any montage whose channels can
 be located gets coordinates; it is then cut into the model's windows.
+
+With ``--task CONFIG`` (a fine-tuning YAML) the inputs are labelled recordings: they are
+converted into temporary shards, cut and labelled by the config's ``task`` section exactly as
+``eegfm finetune`` cuts them, aligned per subject as the model was trained (from each subject's
+own windows, no labels), and scored: balanced accuracy and the other metrics per subject and
+pooled, the same functions ``finetune`` reports with.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import torch
+
+from eegfm.data.task_config import ConfigError
+from eegfm.data.task_windows import TaskDataError, fixed_starts
+from eegfm.data.tasks import build_task_set
+from eegfm.evaluation import classification_metrics
+from eegfm.prep import PrepError, expand_sources, load_item, load_prep_config, process_raw, run_prep
+from eegfm.training.finetune_config import load_finetune_config
+from eegfm.training.finetune_module import load_finetuned
+from eegfm.training.finetune_report import model_results, predictions_frame
+from eegfm.training.fold_models import predict_windows
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,6 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--stride-s", type=float, help="hop between windows (default: the "
                                                        "model's training stride)")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--task", metavar="CONFIG",
+                        help="fine-tuning YAML whose task section labels the inputs' windows "
+                             "(e.g. configs/finetune/eegmat.yaml): score the model per subject "
+                             "and pooled")
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     return parser
 
@@ -39,10 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
 def predict_recording(model, recording, *, window: int, stride: int, batch_size: int
                       ) -> tuple[np.ndarray, np.ndarray]:
     """Window starts (samples) and class probabilities ``(n_windows, K)`` of one recording."""
-    import torch
-
-    from eegfm.data.task_windows import fixed_starts
-
     starts = fixed_starts(recording.data.shape[1], window, stride)
     coords = torch.from_numpy(np.asarray(recording.coords, dtype=np.float32))
     ref = torch.from_numpy(np.asarray(recording.ref_coords, dtype=np.float32))
@@ -58,8 +77,6 @@ def predict_recording(model, recording, *, window: int, stride: int, batch_size:
 
 
 def _prep_config(meta: dict[str, Any], path: str | None):
-    from eegfm.prep import load_prep_config
-
     if path is not None:
         return load_prep_config(path)
     return load_prep_config(None, **meta["prep_config"])
@@ -68,12 +85,6 @@ def _prep_config(meta: dict[str, Any], path: str | None):
 def main(argv: list[str] | None = None) -> int:
     """Run ``eegfm predict``; 0 when every input was predicted, 1 if some failed, 2 on errors."""
     args = build_parser().parse_args(argv)
-    import pandas as pd
-    import torch
-
-    from eegfm.prep import PrepError, expand_sources, load_item, process_raw
-    from eegfm.training.finetune_module import load_finetuned
-
     try:
         model, meta = load_finetuned(args.model)
         config = _prep_config(meta, args.prep_config)
@@ -86,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
               f"expects {meta['sfreq']} Hz", file=sys.stderr)
         return 2
     classes = list(meta["class_names"])
+    if args.task is not None:
+        return score_labelled(model, meta, config, args)
     window = round(meta["window_s"] * meta["sfreq"])
     stride = round((args.stride_s or meta["stride_s"]) * meta["sfreq"])
     torch.set_grad_enabled(False)
@@ -133,6 +146,73 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{c} {counts.get(c, 0)}" for c in classes))
     print(f"predictions: {out}")
     return 1 if failed else 0
+
+
+def score_labelled(model, meta: dict[str, Any], config, args: argparse.Namespace) -> int:
+    """``--task``: label, align and predict the inputs' windows; print and write the scores."""
+    try:
+        task_config = load_finetune_config(args.task).task
+        if task_config is None:
+            raise ConfigError(f"--task {args.task}: the config has no task section")
+    except (ConfigError, FileNotFoundError) as error:
+        print(f"eegfm predict: {error}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="eegfm-predict-") as tmp:
+        try:
+            summary = run_prep(args.input, tmp, config, progress=args.progress)
+        except PrepError as error:
+            print(f"eegfm predict: {error}", file=sys.stderr)
+            return 2
+        for failure in summary.failures:
+            print(f"eegfm predict: {failure['source']}: {failure['reason']}", file=sys.stderr)
+        if not summary.converted:
+            print("eegfm predict: no recording could be converted", file=sys.stderr)
+            return 1
+        try:
+            task = build_task_set(task_config, tmp, multiple_of=model.encoder.patch_len,
+                                  sfreq=meta["sfreq"], prep_config=config,
+                                  progress=args.progress)
+        except (TaskDataError, ConfigError) as error:
+            print(f"eegfm predict: --task {args.task}: {error}", file=sys.stderr)
+            return 2
+    if list(task.class_names) != list(meta["class_names"]):
+        print(f"eegfm predict: --task {args.task} labels classes {task.class_names}, the model "
+              f"predicts {meta['class_names']}", file=sys.stderr)
+        return 2
+    if abs(task.window_s - meta["window_s"]) > 1e-9:
+        print(f"eegfm predict: --task {args.task} cuts {task.window_s} s windows, the model was "
+              f"trained on {meta['window_s']} s", file=sys.stderr)
+        return 2
+    proba = predict_windows(model, task, meta["align"], args.batch_size)
+    every = np.ones(len(task), dtype=bool)
+    entry = model_results(task.y, proba, task.subject, every, task.class_names)
+    pooled = classification_metrics(task.y, proba.argmax(1), proba,
+                                    labels=list(range(task.n_classes)))
+    frame = predictions_frame(Path(args.model).name, task, proba, np.zeros(len(task), int),
+                              every).drop(columns=["fold"])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out, index=False)
+    print(scores_table(entry["per_subject"], dict(pooled), meta["align"], len(task)))
+    print(f"predictions: {out}")
+    return 1 if summary.failures else 0
+
+
+def scores_table(per_subject: dict[str, dict[str, float]], pooled: dict[str, float],
+                 align: str, n_windows: int) -> str:
+    """Per-subject and pooled metrics as printed by ``eegfm predict --task``."""
+    metrics = ("balanced_accuracy", "cohen_kappa", "macro_f1", "auroc")
+    width = max([10, *(len(s) + 2 for s in per_subject)])
+    lines = [f"{n_windows} labelled windows, alignment {align}",
+             f"{'subject':<{width}}" + "".join(f"{m:>20}" for m in metrics)]
+    rows = [*per_subject.items(), ("pooled", pooled)]
+    for subject, scores in rows:
+        cells = [scores.get(m) for m in metrics]
+        lines.append(f"{subject:<{width}}" + "".join(
+            f"{'n/a':>20}" if v is None or v != v else f"{v:>20.3f}" for v in cells))
+    mean = np.nanmean([s["balanced_accuracy"] for s in per_subject.values()])
+    lines.append(f"{'mean':<{width}}{mean:>20.3f}  (balanced accuracy over subjects)")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

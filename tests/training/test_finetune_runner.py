@@ -44,7 +44,7 @@ def checkpoint(tmp_path_factory) -> Path:
 def config(out: Path, shards: Path, **values) -> dict:
     """A one-epoch, two-fold run on the test shards."""
     return {"task": TASK, "data": str(shards), "protocol": "kfold", "n_folds": 2,
-            "n_val_subjects": 1, "out": str(out), "progress": False,
+            "n_val_subjects": 1, "out": str(out), "progress": False, "align": ["none"],
             "train": {"epochs": 1, "batch_size": 32, "threads": 1}, **values}
 
 
@@ -78,7 +78,8 @@ def test_split_hygiene_on_real_windows(shards: Path):
 def test_linear_probe_with_baselines_end_to_end(tmp_path: Path, shards: Path, checkpoint: Path):
     out = tmp_path / "run"
     results = run_finetune(config(out, shards, checkpoint=str(checkpoint), head="linear"))
-    assert list(results["models"]) == ["pretrained", "random_init", "EEGNet", "ShallowFBCSPNet"]
+    assert list(results["models"]) == ["pretrained", "random_init", "band power + LR",
+                                       "tangent space + LR", "EEGNet", "ShallowFBCSPNet"]
     for name in ("results.json", "results.md", "per_subject.csv", "predictions.csv",
                  "per_subject_balanced_accuracy.png", "confusion_EEGNet.png",
                  "learning_curves_pretrained.png", "model_pretrained.pt",
@@ -94,7 +95,7 @@ def test_linear_probe_with_baselines_end_to_end(tmp_path: Path, shards: Path, ch
     classes = results["class_names"]
     for model, entry in results["models"].items():
         rows = predictions[predictions["model"] == model]
-        assert len(rows) == len(predictions) // 4
+        assert len(rows) == len(predictions) // 6
         assert sorted(entry["per_subject"]) == SUBJECTS
         for subject, scores in entry["per_subject"].items():
             mine = rows[rows["subject"] == subject]
@@ -162,7 +163,8 @@ def test_cli_without_checkpoint_runs_random_init_only(tmp_path: Path, shards: Pa
     captured = capsys.readouterr()
     assert "no --checkpoint given" in captured.err and "random_init" in captured.out
     results = json.loads((tmp_path / "results.json").read_text())
-    assert list(results["models"]) == ["random_init"] and results["seed"] == 3
+    assert list(results["models"]) == ["random_init", "random_init (aligned)"]
+    assert results["seed"] == 3
     assert main(["finetune", "--config", TINY, "--data",
                  str(tmp_path / "missing")]) == 2
     assert "not a shard directory" in capsys.readouterr().err
@@ -179,3 +181,77 @@ def test_same_seed_gives_the_same_report(tmp_path: Path, shards: Path):
     first = pd.read_csv(tmp_path / "a" / "predictions.csv")
     np.testing.assert_array_equal(first["p_rest"], pd.read_csv(tmp_path / "b" /
                                                                 "predictions.csv")["p_rest"])
+
+
+def test_every_model_kind_aligned_and_not_with_paired_statistics(tmp_path: Path, shards: Path):
+    models = ["random_init", "bandpower_lr", "tangent_lr", "eegnet"]
+    results = run_finetune(config(tmp_path, shards, models=models, align=["none", "euclidean"]))
+    names = ["random_init", "band power + LR", "tangent space + LR", "EEGNet"]
+    assert list(results["models"]) == names + [f"{n} (aligned)" for n in names]
+    info = {name: entry["info"] for name, entry in results["models"].items()}
+    assert info["EEGNet"]["alignment"] == "none"
+    assert info["EEGNet (aligned)"]["alignment"].startswith("Euclidean alignment")
+    assert info["tangent space + LR (aligned)"]["alignment"].startswith("covariances re-centred")
+    assert info["band power + LR (aligned)"]["alignment"].startswith("band powers standardised")
+    assert len(info["band power + LR"]["chosen_C"].split(",")) == 2  # one C per fold
+    # alignment changes what the models see: the aligned runs predict differently
+    predictions = pd.read_csv(tmp_path / "predictions.csv")
+    for name in names:
+        plain = predictions[predictions["model"] == name]["p_rest"].to_numpy()
+        aligned = predictions[predictions["model"] == f"{name} (aligned)"]["p_rest"].to_numpy()
+        assert len(plain) == len(aligned) and not np.allclose(plain, aligned)
+    statistics = results["statistics"]
+    baselines = names[1:] + [f"{n} (aligned)" for n in names[1:]]
+    means = {n: results["models"][n]["summary"]["balanced_accuracy"]["mean"] for n in baselines}
+    assert statistics["reference"] == max(means, key=means.get)
+    assert len(statistics["pairs"]) == 8 * 7 // 2
+    pair = next(p for p in statistics["pairs"]
+                if (p["model"], p["versus"]) == ("random_init", "EEGNet"))
+    per = {m: results["models"][m]["per_subject"] for m in ("random_init", "EEGNet")}
+    assert pair["mean_difference"] == pytest.approx(np.mean(
+        [per["random_init"][s]["balanced_accuracy"] - per["EEGNet"][s]["balanced_accuracy"]
+         for s in SUBJECTS]))
+    markdown = (tmp_path / "results.md").read_text()
+    assert f"## Paired comparison with the best baseline ({statistics['reference']})" in markdown
+    assert (tmp_path / "paired_balanced_accuracy.png").is_file()
+    _, meta = load_finetuned(tmp_path / "model_random_init_aligned.pt")
+    assert meta["align"] == "euclidean"
+    assert load_finetuned(tmp_path / "model_random_init.pt")[1]["align"] == "none"
+
+
+def test_fixed_subject_split(tmp_path: Path, shards: Path):
+    results = run_finetune(config(tmp_path, shards, protocol="split",
+                                  split={"train": ["00", "01"], "val": ["02"], "test": ["03"]},
+                                  models=["bandpower_lr"], save_model=False))
+    (split,) = results["splits"]
+    assert split["test_subjects"] == ["03"] and split["val_subjects"] == ["02"]
+    assert list(results["models"]["band power + LR"]["per_subject"]) == ["03"]
+    task = build_task_set(TaskConfig(**TASK), shards, progress=False)
+    assert split["n_test"] == int((task.subject == "03").sum())
+    assert split["n_train"] == int(np.isin(task.subject, ["00", "01"]).sum())
+    # a subject left out of the lists is used nowhere, and the report says so
+    run = run_finetune(config(tmp_path / "b", shards, protocol="split", models=["bandpower_lr"],
+                              split={"train": ["00", "01"], "test": ["03"]}, save_model=False))
+    assert run["splits"][0]["n_val"] == 0
+    assert any("['02'] are in no list" in note for note in run["notes"])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--models", "random_init,transformer9"], "models: unknown ['transformer9']"),
+    (["--protocol", "split", "--train-subjects", "00,01", "--test-subjects", "01,03"],
+     "['01'] are in both split.train and split.test"),
+    (["--protocol", "split", "--train-subjects", "00,01", "--test-subjects", "42"],
+     "split.test: subject(s) ['42'] are not in the data"),
+    (["--protocol", "split"], "protocol split needs the split section"),
+    (["--align", "none,procrustes"], "expected one of ['none', 'euclidean']"),
+])
+def test_bad_model_split_and_alignment_options_exit_2(tmp_path: Path, shards: Path, capsys,
+                                                      args: list[str], message: str):
+    from eegfm.cli import main
+
+    code = main(["finetune", "--config", TINY, "--data", str(shards), "--out", str(tmp_path),
+                 *args])
+    lines = [line for line in capsys.readouterr().err.splitlines()
+             if "no --checkpoint given" not in line]  # the notice that no encoder was given
+    assert code == 2
+    assert len(lines) == 1 and message in lines[0]

@@ -7,16 +7,30 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from eegmat_shards import prep_eegmat_subjects
+from sklearn.metrics import balanced_accuracy_score
 
 from eegfm.cli import main
+from eegfm.data.tasks import build_task_set
+from eegfm.evaluation.alignment import euclidean_align
+from eegfm.training.finetune_config import load_finetune_config
+from eegfm.training.finetune_module import load_finetuned
 from eegfm.training.finetune_runner import run_finetune
+
+EEGMAT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "finetune" / "eegmat.yaml"
 
 
 @pytest.fixture(scope="module")
-def model_path(tmp_path_factory, eegmat_dir: Path) -> Path:
-    """A linear probe fine-tuned on eegmat subjects 00-02 (one epoch): model_random_init.pt."""
-    shards = prep_eegmat_subjects(tmp_path_factory, eegmat_dir, ["00", "01", "02"])
+def shards(tmp_path_factory, eegmat_dir: Path) -> Path:
+    """Shards of eegmat subjects 00-02."""
+    return prep_eegmat_subjects(tmp_path_factory, eegmat_dir, ["00", "01", "02"])
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory, shards: Path) -> Path:
+    """A linear probe fine-tuned on eegmat subjects 00-02 (one epoch): model_random_init.pt,
+    and model_random_init_aligned.pt trained on Euclidean-aligned windows."""
     out = tmp_path_factory.mktemp("finetune")
     run_finetune({
         "task": {"pattern": r"Subject(?P<subject>\d+)_(?P<label>[12])",
@@ -56,3 +70,52 @@ def test_predict_reports_unusable_inputs(tmp_path: Path, model_path: Path, forma
     assert main(["predict", "--model", str(tmp_path / "none.pt"), "--input",
                  str(no_positions)]) == 2
     assert "no such fine-tuned model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+def test_predict_scores_labelled_recordings_as_the_model_does(
+        tmp_path: Path, model_path: Path, shards: Path, eegmat_dir: Path, capsys, aligned: bool):
+    """predict --task equals the fine-tuned model's own forward pass on the same windows."""
+    path = model_path.with_name("model_random_init_aligned.pt") if aligned else model_path
+    files = [str(eegmat_dir / f"Subject{s}_{r}.edf") for s in ("00", "01") for r in (1, 2)]
+    out = tmp_path / "scored.csv"
+    code = main(["predict", "--model", str(path), "--input", *files, "--task",
+                 str(EEGMAT_CONFIG), "--out", str(out), "--no-progress"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    table = pd.read_csv(out, dtype={"subject": str})
+    # the same windows, cut from the training shards, through the model's forward
+    model, meta = load_finetuned(path)
+    assert meta["align"] == ("euclidean" if aligned else "none")
+    task = build_task_set(load_finetune_config(EEGMAT_CONFIG).task, shards, multiple_of=200,
+                          progress=False)
+    task = task.subset(np.flatnonzero(np.isin(task.subject, ["00", "01"])))
+    x = euclidean_align(task.x, task.subject) if aligned else task.x
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x), torch.from_numpy(task.coords),
+                       torch.from_numpy(task.channel_mask), torch.from_numpy(task.ref_coords))
+    proba = torch.softmax(logits, 1).numpy()
+    assert len(table) == len(task)
+    np.testing.assert_array_equal(table["window_start_s"], task.start / 200.0)
+    np.testing.assert_allclose(table["p_arithmetic"], proba[:, 1], rtol=1e-4, atol=1e-5)
+    for subject in ("00", "01"):
+        rows = task.subject == subject
+        expected = balanced_accuracy_score(task.y[rows], proba[rows].argmax(1))
+        line = next(line for line in printed.splitlines() if line.startswith(subject))
+        assert float(line.split()[1]) == pytest.approx(expected, abs=5e-4)
+    pooled = next(line for line in printed.splitlines() if line.startswith("pooled"))
+    assert float(pooled.split()[1]) == pytest.approx(
+        balanced_accuracy_score(task.y, proba.argmax(1)), abs=5e-4)
+
+
+def test_predict_task_labels_matching_no_window_exit_2(tmp_path: Path, model_path: Path,
+                                                      eegmat_dir: Path, capsys):
+    config = tmp_path / "task.yaml"
+    config.write_text("task:\n  pattern: 'Session(?P<label>[12])'\n"
+                      "  classes: {1: rest, 2: arithmetic}\n")
+    code = main(["predict", "--model", str(model_path), "--input",
+                 str(eegmat_dir / "Subject00_1.edf"), "--task", str(config), "--no-progress",
+                 "--out", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--task" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p.csv").exists()
