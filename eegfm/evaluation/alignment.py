@@ -43,7 +43,11 @@ def mean_covariance_of(x: np.ndarray) -> np.ndarray:
 
 def whitening_matrix(x: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
     """``R^{-1/2}`` of the (ridge-regularised) mean covariance of windows ``x (N, C, T)``."""
-    cov = mean_covariance_of(x)
+    return whitening_of(mean_covariance_of(x), ridge)
+
+
+def whitening_of(cov: np.ndarray, ridge: float = RIDGE) -> np.ndarray:
+    """``(R + ridge * mean eigenvalue * I)^{-1/2}`` of a mean spatial covariance ``R (C, C)``."""
     scale = np.trace(cov) / len(cov)
     if not np.isfinite(scale) or scale <= 0:
         raise ValueError("cannot align windows with zero or non-finite power")

@@ -214,7 +214,7 @@ def _n_params(module: torch.nn.Module, trainable: bool = False) -> int:
 
 def window_layouts(task: TaskSet) -> np.ndarray:
     """One id per window naming its recording's channel list (windows of one cap share it)."""
-    ids = {rec: str(hash(names)) for rec, names in task.ch_names.items()}
+    ids = {rec: "\x1f".join(names) for rec, names in task.ch_names.items()}
     return np.asarray([ids[rec] for rec in task.recording_id])
 
 

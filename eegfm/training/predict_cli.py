@@ -5,7 +5,8 @@
 
 Each input (a file, a folder, a BIDS root or ``moabb:NAME``) goes through the same prep pipeline
 as the training data (the prep config stored in the model), so any montage whose channels can
-be located gets coordinates; it is then cut into the model's windows.
+be located gets coordinates; it is then cut into the model's windows. A model trained on
+subject-aligned windows gets each recording aligned from its own windows.
 
 With ``--task CONFIG`` (a fine-tuning YAML) the inputs are labelled recordings: they are
 converted into temporary shards, cut and labelled by the config's ``task`` section exactly as
@@ -30,6 +31,7 @@ from eegfm.data.task_config import ConfigError
 from eegfm.data.task_windows import TaskDataError, fixed_starts
 from eegfm.data.tasks import build_task_set
 from eegfm.evaluation import classification_metrics
+from eegfm.evaluation.alignment import ALIGNED_RMS_UV, mean_covariance_of, whitening_of
 from eegfm.prep import PrepError, expand_sources, load_item, load_prep_config, process_raw, run_prep
 from eegfm.training.finetune_config import load_finetune_config
 from eegfm.training.finetune_module import load_finetuned
@@ -59,19 +61,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def predict_recording(model, recording, *, window: int, stride: int, batch_size: int
-                      ) -> tuple[np.ndarray, np.ndarray]:
-    """Window starts (samples) and class probabilities ``(n_windows, K)`` of one recording."""
+def predict_recording(model, recording, *, window: int, stride: int, batch_size: int,
+                      align: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """Window starts (samples) and class probabilities ``(n_windows, K)`` of one recording.
+
+    A model trained on Euclidean-aligned windows gets the recording aligned from its own
+    windows (the recording stands for its subject: no labels or subject ids are known here).
+    """
     starts = fixed_starts(recording.data.shape[1], window, stride)
     coords = torch.from_numpy(np.asarray(recording.coords, dtype=np.float32))
     ref = torch.from_numpy(np.asarray(recording.ref_coords, dtype=np.float32))
+    batches = [starts[s:s + batch_size] for s in range(0, len(starts), batch_size)]
+
+    def windows(chunk: np.ndarray) -> np.ndarray:
+        return np.stack([recording.data[:, a:a + window] for a in chunk]).astype(np.float32)
+
+    whitening = None
+    if align != "none" and len(starts):
+        cov = sum(mean_covariance_of(windows(chunk)) * len(chunk) for chunk in batches)
+        whitening = whitening_of(cov / len(starts)) * ALIGNED_RMS_UV
     probs = []
     with torch.no_grad():
-        for s in range(0, len(starts), batch_size):
-            chunk = starts[s:s + batch_size]
-            x = torch.from_numpy(np.stack([recording.data[:, a:a + window] for a in chunk]))
+        for chunk in batches:
+            x = windows(chunk)
+            if whitening is not None:
+                x = np.einsum("cd,ndt->nct", whitening, x).astype(np.float32)
             b = len(chunk)
-            logits = model(x.float(), coords.expand(b, -1, -1), None, ref.expand(b, -1, -1))
+            logits = model(torch.from_numpy(x), coords.expand(b, -1, -1), None,
+                           ref.expand(b, -1, -1))
             probs.append(torch.softmax(logits, 1).numpy())
     return starts, (np.concatenate(probs) if probs else np.zeros((0, 0)))
 
@@ -115,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                                            attrs=loaded.attrs, montage=loaded.montage,
                                            event_id=loaded.event_id)
                 starts, proba = predict_recording(model, recording, window=window, stride=stride,
-                                                  batch_size=args.batch_size)
+                                                  batch_size=args.batch_size,
+                                                  align=meta["align"])
                 if not len(starts):
                     print(f"eegfm predict: {item.location}: shorter than one "
                           f"{meta['window_s']} s window, skipped", file=sys.stderr)

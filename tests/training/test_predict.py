@@ -119,3 +119,22 @@ def test_predict_task_labels_matching_no_window_exit_2(tmp_path: Path, model_pat
     err = capsys.readouterr().err
     assert code == 2 and "--task" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_aligned_model_aligns_each_unlabelled_recording_from_its_own_windows(
+        tmp_path: Path, model_path: Path, shards: Path, eegmat_dir: Path):
+    aligned_model = model_path.with_name("model_random_init_aligned.pt")
+    out = tmp_path / "p.csv"
+    assert main(["predict", "--model", str(aligned_model), "--input",
+                 str(eegmat_dir / "Subject01_2.edf"), "--out", str(out), "--no-progress"]) == 0
+    table = pd.read_csv(out)
+    model, _ = load_finetuned(aligned_model)
+    task = build_task_set(load_finetune_config(EEGMAT_CONFIG).task, shards, multiple_of=200,
+                          progress=False)
+    task = task.subset(np.flatnonzero((task.subject == "01") & (task.y == 1)))
+    x = euclidean_align(task.x, np.zeros(len(task)))
+    with torch.no_grad():
+        proba = torch.softmax(model(torch.from_numpy(x), torch.from_numpy(task.coords), None,
+                                    torch.from_numpy(task.ref_coords)), 1).numpy()
+    assert len(table) == len(task)
+    np.testing.assert_allclose(table["p_arithmetic"], proba[:, 1], rtol=1e-4, atol=1e-5)
