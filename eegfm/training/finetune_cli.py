@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also write TensorBoard logs")
     parser.add_argument("--no-save-model", dest="save_model", action="store_false", default=None,
                         help="skip the final refit on all subjects and model_<name>.pt")
+    parser.add_argument("--no-resume", dest="resume", action="store_false", default=None,
+                        help="run every model again, even those an earlier run of the same "
+                             "config finished in --out (kept in OUT/partial/)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", default=None)
     return parser
 
@@ -92,7 +95,7 @@ def overrides_from(args: argparse.Namespace) -> dict:
         "train.epochs": args.epochs, "train.lr": args.lr, "train.batch_size": args.batch_size,
         "seed": args.seed, "n_folds": args.n_folds, "max_folds": args.max_folds,
         "train.threads": args.threads, "tensorboard": args.tensorboard,
-        "save_model": args.save_model, "progress": args.progress,
+        "save_model": args.save_model, "progress": args.progress, "resume": args.resume,
     }
     return {k: v for k, v in values.items() if v is not None}
 

@@ -140,6 +140,7 @@ class FinetuneConfig:
     # standardisation of band powers); see eegfm.evaluation.alignment
     align: list[Alignment] = field(default_factory=lambda: ["none", "euclidean"])
     n_bootstrap: int = 10_000  # resamples of the paired bootstrap CIs
+    resume: bool = True  # reuse models finished by an earlier run of the same config in `out`
     out: str = "runs/finetune"
     save_model: bool = True  # refit encoder models on all subjects, save model_<name>.pt
     tensorboard: bool = False  # also write TensorBoard event files next to the CSV logs

@@ -10,7 +10,9 @@ test window. Paired statistics compare every model with the best baseline. See d
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,6 +23,7 @@ import pandas as pd
 import torch
 import yaml
 
+from eegfm import __version__
 from eegfm.checkpoint import from_pretrained
 from eegfm.data.task_config import ConfigError, from_mapping, to_plain
 from eegfm.data.task_moabb import is_moabb
@@ -33,6 +36,7 @@ from eegfm.evaluation import (
     make_splits,
     write_report,
 )
+from eegfm.evaluation.schema import to_json_safe
 from eegfm.evaluation.statistics import all_pairs
 from eegfm.models import create_model
 from eegfm.prep import load_prep_config
@@ -41,7 +45,13 @@ from eegfm.training.finetune_config import (
     FinetuneConfig,
     load_finetune_config,
 )
-from eegfm.training.fold_models import RunContext, build_fold_models, cross_validate
+from eegfm.training.fold_models import (
+    RunContext,
+    build_fold_model,
+    cross_validate,
+    display_name,
+    model_tag,
+)
 
 
 def resolve_config(config: FinetuneConfig | str | Path | Mapping | None,
@@ -168,13 +178,28 @@ def run_finetune(config: FinetuneConfig | str | Path | Mapping | None = None,
     elif len(cfg.align) == 1:
         notes.append("Subject alignment was switched off (align: none).")
     encoders = {"pretrained": pretrained, "random_init": reference}
+    partials = Partials(out / "partial", fingerprint(cfg, roots) if cfg.resume else None)
     entries: dict[str, dict[str, Any]] = {}
     frames = []
+    reused = []
     for align in cfg.align:
-        for model in build_fold_models(ctx, models, align, encoders.__getitem__):
-            entry, frame = cross_validate(model, ctx)
-            entries[model.display] = entry
+        for key in models:
+            tag, name = model_tag(key, align), display_name(key, align)
+            done = partials.load(tag)
+            if done is None:
+                model = build_fold_model(ctx, key, align, encoders.get(key))
+                if model is None:
+                    continue
+                done = cross_validate(model, ctx)
+                partials.save(tag, *done)
+            else:
+                reused.append(name)
+            entries[name], frame = done
             frames.append(frame)
+    if reused:
+        notes.append(f"Reused from an earlier, interrupted or identical run in this directory "
+                     f"(same config, data, checkpoint and eegfm version; {out / 'partial'}): "
+                     f"{', '.join(reused)}.")
     statistics = paired_statistics(entries, cfg.n_bootstrap, cfg.seed)
     notes.append(f"Seed {cfg.seed} fixes the splits, the validation subjects, initialisation "
                  "and sampling (per-model, per-fold seeds derive from it).")
@@ -198,6 +223,56 @@ def run_finetune(config: FinetuneConfig | str | Path | Mapping | None = None,
     (out / "config.yaml").write_text(yaml.safe_dump(to_plain(cfg), sort_keys=False),
                                      encoding="utf-8")
     return json.loads(Path(paths["json"]).read_text(encoding="utf-8"))
+
+
+# options that change no model's result: what else runs, where and how it is shown
+_NOT_FINGERPRINTED = ("models", "align", "out", "progress", "tensorboard", "resume")
+
+
+def fingerprint(cfg: FinetuneConfig, roots: list[Path]) -> str:
+    """What one model's results depend on: config, shard manifests, checkpoint, eegfm version."""
+    plain = {k: v for k, v in to_plain(cfg).items() if k not in _NOT_FINGERPRINTED}
+    digest = hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode())
+    digest.update(__version__.encode())
+    for path in [*(root / "manifest.jsonl" for root in roots),
+                 *([Path(cfg.checkpoint)] if cfg.checkpoint else [])]:
+        if path.is_file():
+            digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+class Partials:
+    """Each finished model's report entry and predictions, kept so a rerun can pick them up.
+
+    ``fingerprint`` None turns reuse off (results are still written).
+    """
+
+    def __init__(self, folder: Path, fingerprint: str | None):
+        self.folder, self.fingerprint = folder, fingerprint
+
+    def load(self, tag: str) -> tuple[dict[str, Any], pd.DataFrame] | None:
+        """The entry and predictions of ``tag`` from a run with the same fingerprint, or None."""
+        document, table = self.folder / f"{tag}.json", self.folder / f"{tag}.csv"
+        if self.fingerprint is None or not (document.is_file() and table.is_file()):
+            return None
+        try:
+            saved = json.loads(document.read_text(encoding="utf-8"))
+            if saved.get("fingerprint") != self.fingerprint:
+                return None
+            return saved["entry"], pd.read_csv(table, dtype={"subject": str})
+        except (OSError, ValueError, KeyError):
+            return None  # unreadable partial: run the model again
+
+    def save(self, tag: str, entry: dict[str, Any], frame: pd.DataFrame) -> None:
+        """Write the entry and predictions of ``tag`` (predictions first: the entry marks done)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for name, text in ((f"{tag}.csv", frame.to_csv(index=False)),
+                           (f"{tag}.json", json.dumps(
+                               {"fingerprint": self.fingerprint, "entry": to_json_safe(entry)},
+                               allow_nan=False))):
+            tmp = self.folder / f"{name}.tmp"
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, self.folder / name)
 
 
 def _splits(cfg: FinetuneConfig, task: TaskSet, notes: list[str]) -> list[Split]:

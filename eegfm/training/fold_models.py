@@ -20,7 +20,6 @@ import copy
 import time
 import zlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -76,6 +75,11 @@ def display_name(key: str, align: str) -> str:
     return DISPLAY[key] + ("" if align == "none" else " (aligned)")
 
 
+def model_tag(key: str, align: str) -> str:
+    """The file-name form of model ``key`` under ``align`` (logs, saved models, partials)."""
+    return key + ("" if align == "none" else "_aligned")
+
+
 @dataclass
 class RunContext:
     """What every model of one run shares: config, windows, checked splits, output, notes."""
@@ -93,8 +97,7 @@ class FoldModel(ABC):
 
     def __init__(self, key: str, align: str, ctx: RunContext):
         self.key, self.align, self.ctx = key, align, ctx
-        self.display = display_name(key, align)
-        self.tag = key + ("" if align == "none" else "_aligned")  # file names
+        self.display, self.tag = display_name(key, align), model_tag(key, align)
 
     @abstractmethod
     def fit(self, split: Split, seed: int) -> FitResult | None:
@@ -515,25 +518,22 @@ def _alignment_text(align: str, family: str) -> str:
     return "none" if align == "none" else ALIGNMENT_FORM[family]
 
 
-def build_fold_models(ctx: RunContext, models: list[str], align: str,
-                      encoders: Callable[[str], torch.nn.Module]) -> Iterator[FoldModel]:
-    """The :class:`FoldModel` of each name in ``models`` under ``align``, in order, one at a
-    time (a frozen encoder's token cache lives only while its model is evaluated).
+def build_fold_model(ctx: RunContext, key: str, align: str,
+                     encoder: torch.nn.Module | None = None) -> FoldModel | None:
+    """The :class:`FoldModel` of ``key`` under ``align``; None (with a note) when impossible.
 
-    ``encoders(name)`` gives the reference encoder of ``pretrained`` / ``random_init``.
-    Fixed-montage models (classical, networks) are skipped with a note when the recordings
-    share no channel.
+    ``encoder`` is the reference encoder of ``pretrained`` / ``random_init``. Fixed-montage
+    models (classical, networks) are skipped when the recordings share no channel.
     """
+    if key in ("pretrained", "random_init"):
+        return EncoderFoldModel(key, align, ctx, encoder)
     channels = ctx.task.common_channels()
-    for key in models:
-        if key in ("pretrained", "random_init"):
-            yield EncoderFoldModel(key, align, ctx, encoders(key))
-        elif not channels:
-            note = (f"{DISPLAY[key]} skipped: the recordings share no channel name, and it "
-                    "needs one fixed montage.")
-            if note not in ctx.notes:
-                ctx.notes.append(note)
-        elif key in ClassicalFoldModel.KINDS:
-            yield ClassicalFoldModel(key, align, ctx, channels)
-        else:
-            yield NetworkFoldModel(key, align, ctx, channels)
+    if not channels:
+        note = (f"{DISPLAY[key]} skipped: the recordings share no channel name, and it needs "
+                "one fixed montage.")
+        if note not in ctx.notes:
+            ctx.notes.append(note)
+        return None
+    if key in ClassicalFoldModel.KINDS:
+        return ClassicalFoldModel(key, align, ctx, channels)
+    return NetworkFoldModel(key, align, ctx, channels)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -20,6 +21,7 @@ from pathlib import Path
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from eegfm.training.callbacks import EncoderExport, StepMetricsLogger
 from eegfm.training.datamodule import PretrainDataModule
@@ -126,11 +128,26 @@ def _build(argv: list[str]) -> PretrainCLI:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `eegfm pretrain`; resumes from the run directory unless --resume never."""
+    """Run `eegfm pretrain`; resumes from the run directory unless --resume never.
+
+    A run stopped by SIGTERM exits with status 143 (128 + SIGTERM), not 0."""
     cli = build_cli(list(sys.argv[1:] if argv is None else argv))
     run_dir = Path(cli.trainer.default_root_dir)
     ckpt_path = resolve_resume(cli.config["resume"], run_dir)
     if ckpt_path:
         rank_zero_info(f"resuming from {ckpt_path}")
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, weights_only=True)
+    try:
+        cli.trainer.fit(
+            cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, weights_only=True
+        )
+    except SIGTERMException as stop:
+        # Lightning ends a run on SIGTERM (a requeue, pre-emption, `scancel`, a pod eviction)
+        # after the current step with a bare SystemExit, i.e. exit status 0, as if it had
+        # finished: exit with the signal's status instead, so no script or scheduler takes the
+        # stopped run for a finished one (callers such as `eegfm demo` stop here too).
+        rank_zero_info(
+            f"stopped by SIGTERM after step {cli.trainer.global_step}; run the same command "
+            "to resume from the newest checkpoint"
+        )
+        raise SystemExit(128 + signal.SIGTERM) from stop
     return 0

@@ -255,3 +255,25 @@ def test_bad_model_split_and_alignment_options_exit_2(tmp_path: Path, shards: Pa
              if "no --checkpoint given" not in line]  # the notice that no encoder was given
     assert code == 2
     assert len(lines) == 1 and message in lines[0]
+
+
+def test_a_rerun_reuses_finished_models_and_only_those(tmp_path: Path, shards: Path):
+    """An interrupted report is not lost: each finished model is kept in OUT/partial/."""
+    values = {"models": ["random_init", "bandpower_lr"], "max_folds": 1}
+    first = run_finetune(config(tmp_path, shards, **values))
+    assert sorted(p.name for p in (tmp_path / "partial").iterdir()) == [
+        "bandpower_lr.csv", "bandpower_lr.json", "random_init.csv", "random_init.json"]
+    (tmp_path / "partial" / "random_init.json").unlink()  # as if killed during random_init
+    log = tmp_path / "logs" / "random_init" / "fold_00.csv"
+    log.unlink()
+    second = run_finetune(config(tmp_path, shards, **values))
+    assert log.is_file()  # random_init ran again
+    assert any("Reused" in n and "band power + LR" in n and "random_init" not in n
+               for n in second["notes"])
+    for model in first["models"]:
+        assert second["models"][model]["per_subject"] == first["models"][model]["per_subject"]
+    # another seed changes every model's result: nothing is reused
+    third = run_finetune(config(tmp_path, shards, seed=1, **values))
+    assert not any("Reused" in n for n in third["notes"])
+    fourth = run_finetune(config(tmp_path, shards, resume=False, **values))
+    assert not any("Reused" in n for n in fourth["notes"])

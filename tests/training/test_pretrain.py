@@ -1,5 +1,6 @@
 """`eegfm pretrain` end to end on shards prepared from real recordings of several montages:
-CPU run whose loss falls, 2-process DDP (gloo), and kill + resume matching an uninterrupted run.
+CPU run whose loss falls, 2-process DDP (gloo), and runs stopped by SLURM's signals, SIGKILL and
+Ctrl-C that resume exactly as an uninterrupted run, past the learning-rate warm-up.
 
 Every run is a subprocess (the CLI as a user runs it). The callbacks below are loaded there
 through `--trainer.callbacks+=test_pretrain.<Name>` with this folder on PYTHONPATH.
@@ -20,7 +21,6 @@ import torch
 
 from eegfm.checkpoint import from_pretrained
 from eegfm.prep import run_prep
-from eegfm.training.callbacks import StepMetricsLogger
 from eegfm.training.logging import read_csv_rows
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,26 +34,35 @@ FORMATS = [
 ]
 
 
-class CrashAfterStep(L.Callback):
-    """Die like a killed job right after optimizer step `step`, with the rows logged since the
-    last checkpoint already on disk (as a periodic flush leaves them). With `signal_step`, first
-    send SIGUSR1 to this process in the middle of the step after `signal_step` (between forward
-    and backward), as SLURM does before a time limit: Lightning's handler writes
-    RUN_DIR/hpc_ckpt_1.ckpt there and tries `scontrol requeue` (absent here: it only warns)."""
+class StopAt(L.Callback):
+    """Stop this process right after optimizer step `step`, as `how` says:
 
-    def __init__(self, step: int, signal_step: int | None = None) -> None:
-        self.step, self.signal_step = step, signal_step
+    * "sigterm": SIGTERM to this process (what SLURM sends at a requeue, a pre-emption or
+      `scancel`); Lightning's handler sets a flag and ends the run after the step;
+    * "sigkill": SIGKILL (a hard kill: nothing is flushed, no handler runs);
+    * "sigint": SIGINT, i.e. Ctrl-C (KeyboardInterrupt; Lightning shuts down "gracefully");
+    * "stop": `trainer.should_stop` (a clean end, used by the uninterrupted reference).
+
+    With `signal_step`, first send SIGUSR1 in the middle of the step after `signal_step`
+    (between forward and backward), as SLURM does 90 s before a time limit: Lightning's handler
+    writes RUN_DIR/hpc_ckpt_1.ckpt there and tries `scontrol requeue` (absent here: it only
+    warns)."""
+
+    def __init__(self, step: int, how: str = "stop", signal_step: int | None = None) -> None:
+        self.step, self.how, self.signal_step = step, how, signal_step
 
     def on_before_backward(self, trainer: L.Trainer, *args: object) -> None:
         if trainer.global_step == self.signal_step:
             os.kill(os.getpid(), signal.SIGUSR1)
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: object) -> None:
-        if trainer.global_step == self.step:
-            for callback in trainer.callbacks:
-                if isinstance(callback, StepMetricsLogger) and callback.csv is not None:
-                    callback.csv.flush()
-            os._exit(3)
+        if trainer.global_step != self.step:
+            return
+        if self.how == "stop":
+            trainer.should_stop = True
+            return
+        number = {"sigterm": signal.SIGTERM, "sigkill": signal.SIGKILL, "sigint": signal.SIGINT}
+        os.kill(os.getpid(), number[self.how])
 
 
 class SaveRankWeights(L.Callback):
@@ -113,13 +122,11 @@ def check_ok(result: subprocess.CompletedProcess) -> None:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
 
 
-def test_cpu_pretraining_loss_falls_and_a_killed_run_resumes_exactly(
+def test_cpu_pretraining_loss_falls_with_checkpoints_and_encoder_export(
     shards: Path, tmp_path: Path
 ) -> None:
-    """tiny.yaml as shipped (300 steps): checkpoints, encoder export, falling loss. Then the
-    same run requeued by SLURM's signal, killed, and resumed: steps 1..14 match the
-    uninterrupted run and metrics.csv holds each step once. (One test, so the 300-step
-    reference run is not repeated on another xdist worker.)"""
+    """tiny.yaml as shipped (300 steps): checkpoints, encoder export, falling loss. (Stopping
+    and resuming: `test_runs_stopped_by_slurm_sigkill_and_ctrl_c_resume_exactly`.)"""
     run = tmp_path / "run"
     check_ok(pretrain(shards, run))
     rows = read_csv_rows(run / "metrics.csv")
@@ -140,33 +147,101 @@ def test_cpu_pretraining_loss_falls_and_a_killed_run_resumes_exactly(
         assert torch.equal(value, state["state_dict"][f"pretrainer.encoder.{name}"]), name
     assert (run / "config.yaml").is_file()
 
-    # The same run as a SLURM job (checkpoints every 6 steps, 1 worker): the requeue signal
-    # lands inside step 9 (Lightning saves hpc_ckpt_1 at step 8), training goes on, the job
-    # dies after step 11 with rows 9-11 on disk. The resume starts from the newer hpc
-    # checkpoint (not last.ckpt of step 6), drops rows 9-11 and continues to step 14.
-    resumed = tmp_path / "resumed"
-    args = ["--checkpoint.every_n_train_steps", "6", "--data.num_workers", "1"]
-    crash = [
-        "--trainer.callbacks+=test_pretrain.CrashAfterStep",
-        "--trainer.callbacks.step=11",
-        "--trainer.callbacks.signal_step=8",
-    ]
+
+RESUMED_STEPS = 50  # 2.5x tiny.yaml's 20 warm-up steps, of a cosine schedule planned for 300
+TIMING = {"epoch", "samples_per_s", "tokens_per_s", "data_wait_s", "step_time_s"}
+
+
+def stop_at(step: int, how: str, *extra: str) -> list[str]:
+    """Arguments adding a `StopAt` callback to a run."""
+    return ["--trainer.callbacks+=test_pretrain.StopAt", f"--trainer.callbacks.step={step}",
+            f"--trainer.callbacks.how={how}", *extra]
+
+
+def steps_logged(run: Path) -> list[int]:
+    return [int(r["step"]) for r in read_csv_rows(run / "metrics.csv")]
+
+
+def resumed_from(result: subprocess.CompletedProcess) -> str:
+    lines = [x for x in (result.stdout + result.stderr).splitlines() if "resuming from" in x]
+    assert len(lines) == 1, result.stderr[-3000:]
+    return Path(lines[0].split("resuming from", 1)[1].strip()).name
+
+
+@pytest.mark.slow
+def test_runs_stopped_by_slurm_sigkill_and_ctrl_c_resume_exactly(
+    shards: Path, tmp_path: Path
+) -> None:
+    """README: "a stopped run (Ctrl-C, SLURM time limit) resumes exactly"; docs/pretrain.md,
+    "Exact resume": step k+1 of a resumed run equals step k+1 of an uninterrupted one.
+
+    One run of tiny.yaml (a 300-step schedule, checkpoints every 8 steps) is stopped three
+    ways, each resume continuing from the previous one, and compared, step by step and to the
+    bit, with an uninterrupted run over steps 1-50 (loss, its parts, learning rate, gradient
+    norm in metrics.csv), then on the final weights, AdamW moments and step counts and the
+    schedule's state. All stops fall after the 20 warm-up steps, and the resumed runs are given
+    `--trainer.max_steps 50`: the cosine schedule must keep the length it had at the first start
+    (300), which only its saved state knows."""
+    reference = tmp_path / "reference"
+    check_ok(pretrain(shards, reference, *stop_at(RESUMED_STEPS, "stop")))
+    expected = read_csv_rows(reference / "metrics.csv")
+    assert [int(r["step"]) for r in expected] == list(range(1, RESUMED_STEPS + 1))
+
+    run = tmp_path / "run"
+    every = ["--checkpoint.every_n_train_steps", "8"]
+    capped = [*every, "--trainer.max_steps", str(RESUMED_STEPS)]
+    # 1. A SLURM job with one loader worker: the time-limit signal (SIGUSR1) lands inside step
+    # 27, where Lightning writes hpc_ckpt_1 (step 26); SIGTERM (the requeue's kill) comes after
+    # step 29 and Lightning ends the run after that step, its rows flushed.
     slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "pretrain", "SLURM_JOB_ID": "4242"}
     slurm |= {"SLURM_NODELIST": "localhost", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
-    killed = pretrain(shards, resumed, *args, *crash, env={**slurm, "SLURM_NODEID": "0"})
-    assert killed.returncode == 3, killed.stderr[-3000:]
-    assert (resumed / "hpc_ckpt_1.ckpt").is_file(), killed.stderr[-3000:]
-    partial = [int(r["step"]) for r in read_csv_rows(resumed / "metrics.csv")]
-    assert partial == list(range(1, 11)), "rows up to the crash, flushed"
-    result = pretrain(shards, resumed, *args, "--trainer.max_steps", "14")
-    check_ok(result)
-    assert "resuming from" in result.stdout + result.stderr
-    assert "hpc_ckpt_1.ckpt" in result.stdout + result.stderr
-    again = read_csv_rows(resumed / "metrics.csv")
-    assert [int(r["step"]) for r in again] == list(range(1, 15)), "every step exactly once"
-    for a, b in zip(rows[:14], again, strict=True):
-        for key in ("loss", "loss_zero", "loss_mse", "lr"):
-            assert b[key] == pytest.approx(a[key], rel=1e-5), (int(a["step"]), key)
+    slurm |= {"SLURM_NODEID": "0"}
+    first = pretrain(shards, run, *every, "--data.num_workers", "1",
+                     *stop_at(29, "sigterm", "--trainer.callbacks.signal_step=26"), env=slurm)
+    assert first.returncode == 128 + signal.SIGTERM, first.stderr[-3000:]  # not 0: unfinished
+    assert "stopped by SIGTERM after step 29" in first.stdout + first.stderr
+    assert (run / "hpc_ckpt_1.ckpt").is_file(), first.stderr[-3000:]
+    assert steps_logged(run) == list(range(1, 30)), "rows up to the stop, flushed"
+    # 2. Requeued: resumes from hpc_ckpt_1 (step 26, newer than last.ckpt of step 24), drops
+    # rows 27-29, and is hard-killed after step 37: rows past the last checkpoint (32) are lost.
+    second = pretrain(shards, run, *capped, *stop_at(37, "sigkill"))
+    assert second.returncode == -signal.SIGKILL, second.stderr[-3000:]
+    assert resumed_from(second) == "hpc_ckpt_1.ckpt"
+    assert steps_logged(run) == list(range(1, 33)), "rows up to the last checkpoint"
+    # 3. Restarted: resumes from last.ckpt (step 32); Ctrl-C after step 43.
+    third = pretrain(shards, run, *capped, *stop_at(43, "sigint"))
+    assert third.returncode == 1, third.stderr[-3000:]
+    assert "KeyboardInterrupt" in third.stdout + third.stderr
+    assert resumed_from(third) == "last.ckpt"
+    # 4. Restarted with one loader worker: resumes from last.ckpt (step 40) and ends at 50.
+    fourth = pretrain(shards, run, *capped, "--data.num_workers", "1")
+    check_ok(fourth)
+    assert resumed_from(fourth) == "last.ckpt"
+
+    again = read_csv_rows(run / "metrics.csv")
+    assert [int(r["step"]) for r in again] == list(range(1, RESUMED_STEPS + 1)), "each step once"
+    assert set(again[0]) == set(expected[0])
+    for a, b in zip(expected, again, strict=True):
+        for key in sorted(set(a) - TIMING):
+            np.testing.assert_array_equal(b[key], a[key], err_msg=f"step {int(a['step'])} {key}")
+    assert again[-1]["lr"] < 0.98 * 2e-3, "past the warm-up, on the cosine"
+
+    load = lambda path: torch.load(path, map_location="cpu", weights_only=True)  # noqa: E731
+    want = load(reference / "checkpoints" / "last.ckpt")
+    got = load(run / "checkpoints" / "last.ckpt")
+    assert want["global_step"] == got["global_step"] == RESUMED_STEPS
+    assert want["state_dict"].keys() == got["state_dict"].keys()
+    for name, value in want["state_dict"].items():
+        assert torch.equal(got["state_dict"][name], value), name
+    (want_opt,), (got_opt,) = want["optimizer_states"], got["optimizer_states"]
+    assert want_opt["param_groups"] == got_opt["param_groups"]
+    assert want_opt["state"].keys() == got_opt["state"].keys()
+    for index, moments in want_opt["state"].items():
+        assert moments.keys() == got_opt["state"][index].keys()
+        for key, value in moments.items():  # step, exp_avg, exp_avg_sq
+            assert torch.equal(got_opt["state"][index][key], value), (index, key)
+    assert want["lr_schedulers"] == got["lr_schedulers"]
+    assert got["lr_schedulers"][0]["lr_lambdas"][0]["total_steps"] == 300
 
 
 def test_ddp_ranks_see_disjoint_windows_and_end_identical(shards: Path, tmp_path: Path) -> None:
