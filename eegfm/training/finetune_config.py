@@ -161,6 +161,9 @@ class FinetuneConfig:
                               if self.split is None else
                               f"a split section is given but protocol is {self.protocol!r}; "
                               "use protocol: split")
+        if self.max_folds is not None and self.max_folds < 1:
+            raise ConfigError(f"max_folds must be at least 1 (or null for every fold), got "
+                              f"{self.max_folds}")
         if self.n_bootstrap < 100:
             raise ConfigError(f"n_bootstrap must be at least 100, got {self.n_bootstrap}")
 

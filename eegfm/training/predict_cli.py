@@ -39,6 +39,20 @@ from eegfm.training.finetune_report import model_results, predictions_frame
 from eegfm.training.fold_models import predict_windows
 
 
+def _positive(kind: type):
+    """An argparse type: a number of ``kind`` greater than zero."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+        return value
+
+    return parse
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``eegfm predict`` argument parser."""
     parser = argparse.ArgumentParser(
@@ -50,9 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="recording files, folders, BIDS roots or moabb:NAME[:subjects]")
     parser.add_argument("--out", default="predictions.csv", help="CSV to write")
     parser.add_argument("--prep-config", help="prep YAML to use instead of the model's own")
-    parser.add_argument("--stride-s", type=float, help="hop between windows (default: the "
-                                                       "model's training stride)")
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--stride-s", type=_positive(float),
+                        help="hop between windows in s (default: the model's training stride)")
+    parser.add_argument("--batch-size", type=_positive(int), default=64)
     parser.add_argument("--task", metavar="CONFIG",
                         help="fine-tuning YAML whose task section labels the inputs' windows "
                              "(e.g. configs/finetune/eegmat.yaml): score the model per subject "
@@ -115,9 +129,14 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     classes = list(meta["class_names"])
     if args.task is not None:
+        if args.stride_s is not None:
+            print("eegfm predict: --stride-s does not apply with --task (the task config's "
+                  "stride_s cuts the windows)", file=sys.stderr)
+            return 2
         return score_labelled(model, meta, config, args)
     window = round(meta["window_s"] * meta["sfreq"])
-    stride = round((args.stride_s or meta["stride_s"]) * meta["sfreq"])
+    stride = max(1, round((meta["stride_s"] if args.stride_s is None else args.stride_s)
+                          * meta["sfreq"]))
     torch.set_grad_enabled(False)
     frames, failed = [], 0
     bar = items

@@ -244,6 +244,7 @@ def test_fixed_subject_split(tmp_path: Path, shards: Path):
      "split.test: subject(s) ['42'] are not in the data"),
     (["--protocol", "split"], "protocol split needs the split section"),
     (["--align", "none,procrustes"], "expected one of ['none', 'euclidean']"),
+    (["--max-folds", "0"], "max_folds must be at least 1"),
 ])
 def test_bad_model_split_and_alignment_options_exit_2(tmp_path: Path, shards: Path, capsys,
                                                       args: list[str], message: str):

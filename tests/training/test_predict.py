@@ -138,3 +138,14 @@ def test_aligned_model_aligns_each_unlabelled_recording_from_its_own_windows(
                                     torch.from_numpy(task.ref_coords)), 1).numpy()
     assert len(table) == len(task)
     np.testing.assert_allclose(table["p_arithmetic"], proba[:, 1], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("args", [["--stride-s", "0"], ["--stride-s", "-4"],
+                                  ["--batch-size", "0"], ["--stride-s", "fast"]])
+def test_bad_numbers_are_usage_errors(model_path: Path, eegmat_dir: Path, capsys, args):
+    with pytest.raises(SystemExit) as stop:
+        main(["predict", "--model", str(model_path), "--input",
+              str(eegmat_dir / "Subject00_1.edf"), *args])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert args[0] in err and "Traceback" not in err

@@ -56,6 +56,41 @@ def test_warmup_cosine_schedule() -> None:
     assert all(a >= b for a, b in itertools.pairwise(factors))
 
 
+def test_schedule_state_keeps_its_length_when_a_run_resumes_with_other_max_steps(
+        tmp_path: Path) -> None:
+    """docs/pretrain.md: the schedule's fields are saved with LambdaLR's state, "its length is
+    fixed at the first start". A run planned for 300 steps, stopped after 30 (past the 20
+    warm-up steps) and restored into a module whose trainer now says 45 steps, continues with
+    the learning rates of the 300-step schedule (through a weights_only checkpoint file)."""
+    from eegfm.training.pretrain_module import MaskedPretrainModule
+
+    def scheduler(max_steps: int):
+        module = MaskedPretrainModule(lr=2e-3, warmup_steps=20, min_lr_ratio=0.1)
+        module._trainer = SimpleNamespace(max_steps=max_steps, precision="32-true")
+        return module.configure_optimizers()["lr_scheduler"]["scheduler"]
+
+    planned = scheduler(300)
+    lrs = []
+    for _ in range(60):
+        lrs.append(planned.get_last_lr()[0])
+        planned.optimizer.step()  # no gradients: no update, keeps torch's order warning away
+        planned.step()
+    stopped = scheduler(300)
+    for _ in range(30):
+        stopped.optimizer.step()
+        stopped.step()
+    torch.save({"lr_schedulers": [stopped.state_dict()]}, tmp_path / "s.ckpt")
+    resumed = scheduler(45)
+    resumed.load_state_dict(torch.load(tmp_path / "s.ckpt", weights_only=True)["lr_schedulers"][0])
+    tail = []
+    for _ in range(30):
+        tail.append(resumed.get_last_lr()[0])
+        resumed.optimizer.step()
+        resumed.step()
+    assert tail == lrs[30:]
+    assert scheduler(45).lr_lambdas[0](40) != planned.lr_lambdas[0](40)  # the check can fail
+
+
 class _Toy(nn.Module):
     def __init__(self) -> None:
         super().__init__()
