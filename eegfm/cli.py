@@ -19,6 +19,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("eegfm.training.demo", "prep → pretrain → finetune on real data, minutes on a CPU"),
 }
 
+EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
+EXIT_BROKEN_PIPE = 141  # the output's reader closed the pipe, as for a process ended by SIGPIPE
+
 # subcommands whose work is torch's OpenMP-parallel kernels
 _TORCH_COMMANDS = {"pretrain", "finetune", "predict", "demo"}
 # cores' worth of CPU time used by other processes above which OpenMP threads should sleep
@@ -87,7 +90,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eegfm: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     module = importlib.import_module(SUBCOMMANDS[command][0])
-    return int(module.main(rest) or 0)
+    try:
+        code = int(module.main(rest) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
+        return code
+    except KeyboardInterrupt:
+        print(f"eegfm {command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # the reader of the output went away (`eegfm inspect | head`): stop without a traceback,
+        # and keep the interpreter's final flush from failing again on the closed pipe
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

@@ -45,3 +45,26 @@ def test_dispatcher_sets_the_policy_for_torch_commands_only(monkeypatch, capsys)
     with pytest.raises(SystemExit):
         cli.main(["predict", "--help"])
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
+def test_interrupt_is_one_line_and_exit_130(monkeypatch, capsys) -> None:
+    def interrupted(argv):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("eegfm.prep.cli_inspect.main", interrupted)
+    assert cli.main(["inspect", "somewhere"]) == 130
+    assert capsys.readouterr().err == "eegfm inspect: interrupted\n"
+
+
+def test_closed_pipe_ends_quietly() -> None:
+    """`eegfm inspect | head -1`: no BrokenPipeError traceback when head stops reading."""
+    script = ("import sys\nimport eegfm.prep.cli_inspect as inspect\nfrom eegfm import cli\n"
+              "inspect.main = lambda argv: print('recording\\n' * 200_000)\n"
+              "sys.exit(cli.main(['inspect', 'shards']))\n")
+    writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    assert writer.stdout.readline() == b"recording\n"
+    writer.stdout.close()  # the reader goes away, as head does after one line
+    err = writer.stderr.read()
+    assert writer.wait(timeout=60) == cli.EXIT_BROKEN_PIPE
+    assert b"Traceback" not in err and b"BrokenPipe" not in err and b"Exception" not in err
