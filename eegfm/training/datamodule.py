@@ -156,6 +156,8 @@ class PretrainDataModule(L.LightningDataModule):
             raise ValueError("data.roots is empty: pass shard directories with --data DIR [DIR...]")
         if window_s <= 0:
             raise ValueError(f"data.window_s must be positive, got {window_s}")
+        if batch_size <= 0:  # checked again by the sampler; here it is a configuration error
+            raise ValueError(f"data.batch_size must be positive, got {batch_size}")
         self.save_hyperparameters()
         self.roots = [str(r) for r in roots]
         self.reader: ShardReader | None = None

@@ -130,10 +130,15 @@ def _build(argv: list[str]) -> PretrainCLI:
 def main(argv: list[str] | None = None) -> int:
     """Run `eegfm pretrain`; resumes from the run directory unless --resume never.
 
-    A run stopped by SIGTERM exits with status 143 (128 + SIGTERM), not 0."""
-    cli = build_cli(list(sys.argv[1:] if argv is None else argv))
-    run_dir = Path(cli.trainer.default_root_dir)
-    ckpt_path = resolve_resume(cli.config["resume"], run_dir)
+    A run stopped by SIGTERM exits with status 143 (128 + SIGTERM), not 0; a configuration
+    error (an option the model or data reject, a missing --resume file) is one line, status 2."""
+    try:
+        cli = build_cli(list(sys.argv[1:] if argv is None else argv))
+        run_dir = Path(cli.trainer.default_root_dir)
+        ckpt_path = resolve_resume(cli.config["resume"], run_dir)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"eegfm pretrain: {error}", file=sys.stderr)
+        return 2
     if ckpt_path:
         rank_zero_info(f"resuming from {ckpt_path}")
     try:
@@ -150,4 +155,11 @@ def main(argv: list[str] | None = None) -> int:
             "to resume from the newest checkpoint"
         )
         raise SystemExit(128 + signal.SIGTERM) from stop
+    except SystemExit as stop:
+        # On Ctrl-C Lightning shuts down "gracefully" and calls sys.exit(1), which would pass
+        # the dispatcher's KeyboardInterrupt handler: hand the interrupt on, so a stopped
+        # `eegfm pretrain` ends as every command does (one line, exit status 130).
+        if isinstance(stop.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
+        raise
     return 0

@@ -142,7 +142,12 @@ def test_fused_resample_filter_equals_upfirdn_then_fir(config, sfreq_in, lo, len
         padded = np.zeros((3, filters.padded_length(x.shape[1])))
         padded[:, : x.shape[1]] = x
         out = filters.block(padded, k0, lo, hi)
-        np.testing.assert_allclose(out, reference, rtol=0, atol=1e-9 * np.abs(reference).max())
+        if not fused:  # the same two calls
+            np.testing.assert_array_equal(out, reference)
+            continue
+        # docs/prep.md: equal to ~1e-14 of the peak (FFT round-off; at most 8.5e-15 measured on
+        # these 27 cases, i.e. ~1e-12 absolute on their peaks of ~100)
+        np.testing.assert_allclose(out, reference, rtol=0, atol=1e-13 * np.abs(reference).max())
 
 
 def test_fused_path_is_chosen_where_it_is_cheaper():
