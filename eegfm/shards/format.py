@@ -135,8 +135,17 @@ def read_manifest(root: os.PathLike) -> list[ManifestEntry]:
                 )
             except (json.JSONDecodeError, TypeError) as error:
                 raise ValueError(f"{path}:{number}: malformed manifest line ({error})") from error
+            if not _is_plain_name(entry.shard):
+                raise ValueError(f"{path}:{number}: shard {entry.shard!r} is not a file name "
+                                 "inside the shard directory (manifests list plain names)")
             entries.append(entry)
     return entries
+
+
+def _is_plain_name(name: object) -> bool:
+    """A file name with no directory part: what the writer records, and all a reader opens."""
+    return (isinstance(name, str) and name not in ("", ".", "..")
+            and Path(name).name == name and "\\" not in name)
 
 
 def write_jsonl_atomic(path: os.PathLike, lines: Iterable[str], durable: bool = True) -> None:

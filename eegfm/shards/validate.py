@@ -94,7 +94,10 @@ def _validate_shard(path: Path, entries: list[ManifestEntry]) -> list[str]:
     except OSError as error:
         return [f"{path.name}: cannot open ({error})"]
     with handle:
-        attrs = dict(handle.attrs)
+        try:
+            attrs = dict(handle.attrs)
+        except Exception as error:  # damaged file metadata: report it, validate the other shards
+            return [f"{path.name}: unreadable file attributes ({type(error).__name__}: {error})"]
         if attrs.get("format") != FORMAT or int(attrs.get("format_version", -1)) != FORMAT_VERSION:
             problems.append(f"{path.name}: not an {FORMAT} v{FORMAT_VERSION} file")
         if attrs.get("units") != "uV":
