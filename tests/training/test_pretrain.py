@@ -61,6 +61,11 @@ class StopAt(L.Callback):
         if self.how == "stop":
             trainer.should_stop = True
             return
+        if self.how == "sigint":
+            # Python's Ctrl-C handler, as in a terminal: a process started by one that ignores
+            # SIGINT (e.g. pytest run as a background job of a non-interactive shell) inherits
+            # the ignoring, and Python then installs no handler
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         number = {"sigterm": signal.SIGTERM, "sigkill": signal.SIGKILL, "sigint": signal.SIGINT}
         os.kill(os.getpid(), number[self.how])
 

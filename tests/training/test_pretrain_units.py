@@ -202,6 +202,25 @@ def test_loader_state_resumes_mid_epoch(workers: int) -> None:
     assert _starts(list(resumed)) == _starts(full), "the next epoch pass starts from batch 0"
 
 
+def test_loader_state_saved_on_an_epochs_last_batch_resumes_into_the_next_epoch() -> None:
+    """docs/pretrain.md: a checkpoint taken on the last batch of an epoch resumes into an empty
+    remainder and the next epoch starts afresh."""
+    loader = _loader()
+    loader.batch_sampler.set_epoch(2)
+    full = list(loader)
+    state = loader.state_dict()
+    assert (state["epoch"], state["batches_done"]) == (2, len(full))
+    fresh = _loader()
+    fresh.batch_sampler.set_epoch(3)
+    next_epoch = list(fresh)
+    resumed = _loader()
+    resumed.load_state_dict(state)
+    resumed.batch_sampler.set_epoch(2)
+    assert list(resumed) == []
+    resumed.batch_sampler.set_epoch(3)
+    assert _starts(list(resumed)) == _starts(next_epoch) != _starts(full)
+
+
 def _batches(n: int = 4) -> list[dict]:
     """Tiny in-memory batches (2 windows, 3 channels, 2 s)."""
     g = torch.Generator().manual_seed(0)
