@@ -186,8 +186,9 @@ class ResampleFilter:
     rates allow (`fused`), both filters run as one product of spectra: one transform of the
     input block, the polyphase filter, the decimation (a fold of the spectrum) and the FIR, then
     one inverse transform at the new rate; circular convolution of a zero-padded block is the
-    linear one, so this equals `signal.upfirdn` followed by `fir_valid` (up to FFT round-off: ≤ 1e-13 of the block's peak, tests/prep/test_prep_steps.py) at about
-    70 % of the cost (500 -> 200 Hz). Otherwise it runs those two.
+    linear one, so this equals `signal.upfirdn` followed by `fir_valid` (up to FFT round-off:
+    at most 1e-13 of the block's peak, tests/prep/test_prep_steps.py) at about 70 % of the
+    cost (500 -> 200 Hz). Otherwise it runs those two.
     """
 
     def __init__(self, up: int, down: int, resample_kernel: np.ndarray, fir_kernel: np.ndarray):
