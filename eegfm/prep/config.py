@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -80,6 +81,18 @@ class PrepConfig:
                 raise PrepError(
                     f"prep config: {key} must be one of {allowed}, got {getattr(self, key)!r}"
                 )
+        positive = ("min_channels", "notch_width_hz", "chunk_s", "chunk_mb", "shard_max_bytes",
+                    "shard_chunk_s", "noisy_std_ratio")
+        for key in positive:
+            if not getattr(self, key) > 0:
+                raise PrepError(f"prep config: {key} must be positive, got {getattr(self, key)}")
+        if self.flat_std_uv < 0:
+            raise PrepError(f"prep config: flat_std_uv must be >= 0, got {self.flat_std_uv}")
+        try:
+            re.compile(self.entity_regex)
+        except re.error as error:
+            raise PrepError(f"prep config: entity_regex {self.entity_regex!r} is not a valid "
+                            f"regular expression ({error})") from error
         for key in ("reader_options", "montages"):
             for rule in getattr(self, key):
                 needed = {"match", "options" if key == "reader_options" else "montage"}

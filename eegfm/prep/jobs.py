@@ -284,6 +284,8 @@ def run_prep(
     """Convert every recording of `sources` into the shard directory `out_dir`."""
     started = time.perf_counter()
     config = config if isinstance(config, PrepConfig) else load_prep_config(config)
+    if workers < 1:
+        raise PrepError(f"--workers must be at least 1, got {workers}")
     out_dir = Path(out_dir)
     layout = _Layout.of(shard_index, num_shards)
     items = partition(expand_sources(sources, config), shard_index, num_shards)
