@@ -24,7 +24,7 @@ from eegfm.prep import steps
 from eegfm.prep.config import PrepConfig, PrepError
 from eegfm.prep.events import acquisition_gaps, annotation_events, stim_events
 from eegfm.prep.readers import montage_for
-from eegfm.prep.stream import CleaningPlan, clean
+from eegfm.prep.stream import CleaningPlan, clean, short_list
 from eegfm.shards import Recording, ShardWriter
 
 if TYPE_CHECKING:
@@ -141,8 +141,6 @@ def prepare(
     if not eeg:
         types = dict(Counter(raw.get_channel_types()))
         raise PrepError(f"{source}: no channel is typed EEG (channel types: {types})")
-    if raw.n_times < 2:
-        raise PrepError(f"{source}: the recording holds {raw.n_times} sample(s)")
     if montage is None:
         montage = montage_for(str(source), config)
     localization = locate(raw, eeg, montage, source)
@@ -153,14 +151,10 @@ def prepare(
     ]
     loc_report = localization.report()
     if len(kept) < config.min_channels:
-        unresolved = loc_report["unresolved"]
-        listed = ", ".join(unresolved[:8]) + (", ..." if len(unresolved) > 8 else "")
         raise PrepError(
-            f"{source}: {len(kept)} of {len(eeg)} EEG channels could be located "
-            f"(min_channels={config.min_channels}); unresolved: {listed or 'none'}. Name the "
-            "electrode positions in the prep config: montages: [{match: '<file glob>', "
-            "montage: <electrodes.tsv | .elc | .sfp | ... | MNE montage name>}]"
+            _too_few_located(source, len(eeg), [ch.name for _, ch in kept], loc_report, config)
         )
+    _require_duration(raw, config, source)
     picks = [pick for pick, _ in kept]
     sfreq_in = float(raw.info["sfreq"])
     line_freq = raw.info.get("line_freq") or config.line_freq_hz
@@ -218,6 +212,48 @@ def prepare(
         attrs=full_attrs,
         report=report,
     )
+
+
+MIN_DURATION_S = 1.0  # one patch of the models (patch_len 200 at 200 Hz)
+
+
+def _require_duration(raw: mne.io.BaseRaw, config: PrepConfig, source: str) -> None:
+    """Raise PrepError for a recording shorter than `MIN_DURATION_S` at the output rate.
+
+    Shorter, it cannot fill one patch of a model, and the filters' output is mostly the mirrored
+    padding of its ends (the 0.5 Hz high-pass FIR spans 6.6 s), not the recording.
+    """
+    sfreq_in = float(raw.info["sfreq"])
+    n_out = steps.resampled_length(raw.n_times, *steps.resample_ratio(sfreq_in, config.sfreq))
+    minimum = int(np.ceil(MIN_DURATION_S * config.sfreq))
+    if n_out < minimum:
+        raise PrepError(
+            f"{source}: the recording holds {raw.n_times} samples ({raw.n_times / sfreq_in:.3g} s "
+            f"at {sfreq_in:g} Hz, {n_out} at the output's {config.sfreq:g} Hz), shorter than "
+            f"the {MIN_DURATION_S:g} s minimum ({minimum} output samples)"
+        )
+
+
+def _too_few_located(
+    source: str, n_eeg: int, located: list[str], loc_report: dict, config: PrepConfig
+) -> str:
+    """Why a recording has fewer than `min_channels` located channels, and what to do."""
+    unresolved, non_scalp = loc_report["unresolved"], loc_report["non_scalp"]
+    found = f" ({short_list(located)})" if located else ""
+    needed = config.min_channels
+    message = (
+        f"{source}: {len(located)} of {n_eeg} EEG channels could be located{found}; "
+        f"min_channels={needed} requires at least {needed}"
+    )
+    if non_scalp:
+        message += f"; not scalp electrodes: {short_list(non_scalp)}"
+    if unresolved:
+        return (
+            f"{message}; unresolved: {short_list(unresolved)}. Name the electrode positions in the "
+            "prep config: montages: [{match: '<file glob>', montage: <electrodes.tsv | .elc | "
+            ".sfp | ... | MNE montage name>}]"
+        )
+    return f"{message}. Lower min_channels in the prep config to keep recordings this small"
 
 
 def _output_array(prepared: PreparedRecording) -> np.ndarray:

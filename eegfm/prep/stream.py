@@ -179,7 +179,8 @@ def filtered_blocks(
             # one copy: level removed, reflected margins, and the zeros the transforms pad with
             padded = np.empty((segment.shape[0], filters.padded_length(k1 - k0)))
             padded[:, k1 - k0 :] = 0.0
-            np.subtract(segment, level, out=padded[:, a - k0 : b - k0])
+            with np.errstate(invalid="ignore"):  # Inf - Inf: `clean` names the channel
+                np.subtract(segment, level, out=padded[:, a - k0 : b - k0])
             del segment  # freed before the transforms allocate (peak memory per block)
             steps.reflect_fill(padded, a - k0, b - k0, k1 - k0)
             filtered = filters.block(padded, k0, lo, hi)
@@ -238,18 +239,57 @@ def clean(
 
     `read(a, b)` gives input samples [a, b) in volts (C, b - a); `buffer` is a zero-filled
     (C, n_out) float32 array (or memmap) holding the band-passed signal between the two passes.
+    Raises PrepError, before `sink` sees a block, if the input holds NaN/Inf or if fewer than
+    `min_channels` channels are neither flat nor in `file_bads`.
     """
     moments = RunningMoments(len(ch_names))
     for m0, block in filtered_blocks(read, plan):
-        moments.update(block)
+        with np.errstate(invalid="ignore"):  # NaN/Inf input: named just below, not warned
+            moments.update(block)
         if not np.isfinite(moments.mean).all():  # NaN/Inf in the input reach the output
             _raise_non_finite(read, plan, ch_names, source)
         buffer[:, m0 : m0 + block.shape[1]] = block
     flags = steps.flag_channels(moments.std, config)
-    bad = flags["flat"] | flags["noisy"]
-    if file_bads is not None:
-        bad = bad | file_bads
+    file_bads = np.zeros(len(ch_names), bool) if file_bads is None else file_bads
+    _require_signal(flags["flat"], file_bads, ch_names, config, source)
+    bad = flags["flat"] | flags["noisy"] | file_bads
     for m0, m1 in plan.blocks():
         block = np.asarray(buffer[:, m0:m1], dtype=np.float32)
         sink(steps.rereference(block, config.sfreq, config, good=~bad))
     return {"flat": flags["flat"], "noisy": flags["noisy"], "bad": bad, "std_uv": moments.std}
+
+
+def _require_signal(
+    flat: np.ndarray,
+    file_bads: np.ndarray,
+    ch_names: Sequence[str],
+    config: PrepConfig,
+    source: str,
+) -> None:
+    """Raise PrepError when fewer than `min_channels` channels are neither flat nor marked bad.
+
+    Such a recording holds no EEG to learn from, and the average reference over one live
+    channel would zero it: it fails before anything is written.
+    """
+    live = ~(flat | file_bads)
+    if live.sum() >= config.min_channels:
+        return
+    n = len(ch_names)
+    if flat.all():
+        raise PrepError(
+            f"{source}: all {n} EEG channels are flat (band-passed std below flat_std_uv="
+            f"{config.flat_std_uv:g} µV): no signal to store"
+        )
+    flat_names = [name for name, f in zip(ch_names, flat, strict=True) if f]
+    marked = [name for name, f, b in zip(ch_names, flat, file_bads, strict=True) if b and not f]
+    why = [f"{len(flat_names)} flat: {short_list(flat_names)}"] if flat_names else []
+    why += [f"{len(marked)} marked bad in the file: {short_list(marked)}"] if marked else []
+    raise PrepError(
+        f"{source}: {int(live.sum())} of {n} EEG channels carry signal ({'; '.join(why)}), "
+        f"fewer than min_channels={config.min_channels}: nothing usable to store"
+    )
+
+
+def short_list(names: Sequence[str], limit: int = 8) -> str:
+    """The first `limit` names, comma-separated, with ', ...' when there are more."""
+    return ", ".join(names[:limit]) + (", ..." if len(names) > limit else "")
