@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
         )
     except PrepError as error:
         print(f"eegfm prep: {error}", file=sys.stderr)
-        return 2
+        return getattr(error, "exit_code", 2)  # 1 for an output that cannot be written
     rate = summary.eeg_seconds / summary.seconds if summary.seconds else 0.0
     print(
         f"converted {len(summary.converted)} recording(s), {summary.eeg_seconds / 3600:.2f} h "

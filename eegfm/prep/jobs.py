@@ -9,12 +9,15 @@ any point and started again ends with the same manifest and data as an uninterru
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import multiprocessing
 import os
 import re
+import select
 import shutil
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -41,6 +44,22 @@ from eegfm.shards import (
     read_manifest,
     write_jsonl_atomic,
 )
+from eegfm.shards.writer import ShardWriteError
+
+
+class OutputWriteError(PrepError):
+    """The output directory cannot be written (a full disk, a quota, an I/O error): a data
+    error, not a configuration one; the run stops, as every later recording would fail too."""
+
+    exit_code = 1
+
+
+def _output_failed(error: BaseException) -> bool:
+    """Whether an error is the output's (stop the run), not one recording's (record, go on)."""
+    if isinstance(error, ShardWriteError):
+        return True
+    # a full disk also fails the scratch files written next to the output
+    return isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 @dataclass
@@ -94,13 +113,51 @@ def _init_worker(
     done: dict,
     fingerprints: dict,
     writer: ShardWriter | None = None,
+    main_pid: int | None = None,
 ) -> None:
     import mne
 
     mne.set_log_level("ERROR")
+    if main_pid is not None:
+        _exit_with(main_pid)
     _WORKER.update(
         config=config, staging=Path(staging), done=done, fingerprints=fingerprints, writer=writer
     )
+
+
+def _exit_with(main_pid: int) -> None:
+    """End this pool worker when the main process is gone, however it ended (`kill -9`).
+
+    A worker's parent is the forkserver, not the main process, so PR_SET_PDEATHSIG would not
+    fire; and the forkserver and resource tracker live as long as any worker holds their pipes,
+    so every process of the pool would otherwise outlive the run.
+    """
+    try:
+        watched = os.pidfd_open(main_pid)
+    except ProcessLookupError:
+        os._exit(1)
+    except (AttributeError, OSError):  # no pidfd (not Linux, or a kernel before 5.3): poll
+        watched = None
+
+    def watch() -> None:
+        if watched is not None:
+            select.select([watched], [], [])  # readable once the process has exited
+        else:
+            while _alive(main_pid):
+                time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="eegfm-prep-main-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, under another user (the pid was reused)
+        pass
+    return True
 
 
 def _convert_item(job: tuple[int, SourceItem]) -> list[dict]:
@@ -110,14 +167,13 @@ def _convert_item(job: tuple[int, SourceItem]) -> list[dict]:
     order; with one worker (`_WORKER['writer']` set) they are written straight into the output
     shard, the fingerprints then being the parent's own, up to date.
     """
-    from eegfm.prep.pipeline import write_raw
-
     position, item = job
     config, staging = _WORKER["config"], _WORKER["staging"]
-    outcomes = []
     try:
         recordings = list(load_item(item, config))
     except Exception as error:
+        if _output_failed(error):
+            raise
         return [_failure(item.location, error)]
     direct = _WORKER["writer"]
     writer = direct or ShardWriter(
@@ -131,6 +187,28 @@ def _convert_item(job: tuple[int, SourceItem]) -> list[dict]:
         chunk_s=config.shard_chunk_s,
         durable=False,
     )
+    try:
+        outcomes = _write_recordings(recordings, item, writer, direct is not None, staging)
+    except BaseException:
+        if direct is None:
+            writer.abort()
+        raise
+    if direct is None:
+        entries = {e.recording_id: e for e in writer.close()}
+        for outcome in outcomes:
+            if outcome["status"] == "ok":
+                outcome["entry"] = entries[outcome["recording_id"]]
+    return outcomes
+
+
+def _write_recordings(
+    recordings: list, item: SourceItem, writer: ShardWriter, direct: bool, staging: Path
+) -> list[dict]:
+    """Skip, flag as duplicate or write each recording of an item; one outcome dict each."""
+    from eegfm.prep.pipeline import write_raw
+
+    config = _WORKER["config"]
+    outcomes = []
     for loaded in recordings:
         done = _WORKER["done"].get(loaded.recording_id)
         if done is not None:
@@ -170,10 +248,12 @@ def _convert_item(job: tuple[int, SourceItem]) -> list[dict]:
                     "report": report,
                     "fingerprint": fingerprint,
                     "entry": writer.last_entry,
-                    "direct": direct is not None,
+                    "direct": direct,
                 }
             )
         except Exception as error:
+            if _output_failed(error):  # every later recording would fail the same way
+                raise
             outcomes.append(
                 _failure(
                     loaded.attrs.get("source", item.location),
@@ -181,11 +261,6 @@ def _convert_item(job: tuple[int, SourceItem]) -> list[dict]:
                     recording_id=loaded.recording_id,
                 )
             )
-    if direct is None:
-        entries = {e.recording_id: e for e in writer.close()}
-        for outcome in outcomes:
-            if outcome["status"] == "ok":
-                outcome["entry"] = entries[outcome["recording_id"]]
     return outcomes
 
 
@@ -252,7 +327,7 @@ def _outcomes(
         min(workers, len(jobs)),
         mp_context=_pool_context(),
         initializer=_init_worker,
-        initargs=init_args,
+        initargs=(*init_args, None, os.getpid()),
     ) as pool:
         yield from pool.map(_convert_item, jobs)
 
@@ -294,12 +369,43 @@ def run_prep(
             f"no recordings found in {', '.join(map(str, sources))} (shard "
             f"{shard_index} of {num_shards})"
         )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with _partition_lock(out_dir, layout):
-        existing = _prepare_out_dir(out_dir, config, layout)
-        summary = _convert_all(items, out_dir, config, layout, existing, workers, progress)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with _output_lock(out_dir, layout, num_shards):
+            try:
+                existing = _prepare_out_dir(out_dir, config, layout)
+                summary = _convert_all(items, out_dir, config, layout, existing, workers, progress)
+            except BaseException:
+                _remove_leftovers(out_dir, layout)
+                raise
+    except OSError as error:
+        if not _output_failed(error):
+            raise
+        raise OutputWriteError(
+            f"{out_dir}: {os.strerror(error.errno).lower()}{_writing(error, out_dir)}; the "
+            "shards listed so far are kept and valid: free space (or use another --out) and run "
+            "the same command again to resume"
+        ) from None
     summary.seconds, summary.strict = time.perf_counter() - started, strict
     return summary
+
+
+def _writing(error: OSError, out_dir: Path) -> str:
+    """' while writing FILE' (relative to the output directory when inside it), or ''."""
+    if not error.filename:
+        return ""
+    path = Path(error.filename)
+    return f" while writing {path.relative_to(out_dir) if path.is_relative_to(out_dir) else path}"
+
+
+def _remove_leftovers(out_dir: Path, layout: _Layout) -> None:
+    """Remove the temporary files of this partition that a stopped run leaves behind."""
+    shutil.rmtree(out_dir / layout.staging, ignore_errors=True)
+    names = {f"{layout.manifest}.tmp", f"{layout.failures}.tmp", f"{PREP_CONFIG}.{os.getpid()}.tmp"}
+    pattern = re.compile(rf"^{re.escape(layout.shard_prefix)}-\d+\.h5\.tmp$")
+    for path in out_dir.iterdir():
+        if path.name in names or pattern.match(path.name):
+            path.unlink(missing_ok=True)
 
 
 def _convert_all(
@@ -335,24 +441,19 @@ def _convert_all(
         bar = tqdm(total=len(items), desc="prep", unit="file", dynamic_ncols=True)
     jobs = list(enumerate(items))
     _write_failures(failures_path, summary)  # this partition's old failures are retried
+    init_args = (config, str(staging), done, fingerprints)
     try:
-        init_args = (config, str(staging), done, fingerprints)
-        for outcomes in _outcomes(jobs, workers, init_args, writer):
-            reported = len(summary.failures) + len(summary.duplicates)
-            for outcome in outcomes:
-                _record(outcome, writer, summary, fingerprints)
-            for outcome in outcomes:
-                if "entry" in outcome and not outcome["direct"]:  # staged copy no longer needed
-                    (Path(outcome["entry"].root) / outcome["entry"].shard).unlink(missing_ok=True)
-            if len(summary.failures) + len(summary.duplicates) != reported:
-                _write_failures(failures_path, summary)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(
-                    ok=len(summary.converted),
-                    failed=len(summary.failures),
-                    skipped=len(summary.skipped),
-                )
+        # closing(): on an error the pool is shut down before its staging folder is removed
+        with contextlib.closing(_outcomes(jobs, workers, init_args, writer)) as results:
+            for outcomes in results:
+                _take(outcomes, writer, summary, fingerprints, failures_path)
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(
+                        ok=len(summary.converted),
+                        failed=len(summary.failures),
+                        skipped=len(summary.skipped),
+                    )
         writer.close()
     except BaseException:
         writer.abort()
@@ -364,18 +465,74 @@ def _convert_all(
     return summary
 
 
+def _take(
+    outcomes: list[dict],
+    writer: ShardWriter,
+    summary: PrepSummary,
+    fingerprints: dict,
+    failures_path: Path,
+) -> None:
+    """Record one item's outcomes (copying staged recordings into the shard), in order."""
+    reported = len(summary.failures) + len(summary.duplicates)
+    for outcome in outcomes:
+        _record(outcome, writer, summary, fingerprints)
+    for outcome in outcomes:
+        if "entry" in outcome and not outcome["direct"]:  # staged copy no longer needed
+            (Path(outcome["entry"].root) / outcome["entry"].shard).unlink(missing_ok=True)
+    if len(summary.failures) + len(summary.duplicates) != reported:
+        _write_failures(failures_path, summary)
+
+
 @contextlib.contextmanager
-def _partition_lock(out_dir: Path, layout: _Layout) -> Iterator[None]:
-    """Refuse a second run writing the same partition of the same directory at the same time."""
-    with open(out_dir / f".lock-{layout.shard_prefix}", "w") as handle:
+def _output_lock(out_dir: Path, layout: _Layout, num_shards: int) -> Iterator[None]:
+    """One partition layout per output directory at a time, one writer per partition.
+
+    Writers of different layouts would each miss the recordings the other has not listed yet
+    and list them twice; array tasks of one --num-shards never share a recording, so they may
+    write together. `.lock` records the layout and every writer holds it shared; a writer joins
+    under the exclusive `.lock-join` so that reading the layout and taking `.lock` is one step.
+    Then `.lock-<partition>` is held exclusively.
+    """
+    wanted = f"num_shards={num_shards}\n"
+    with contextlib.ExitStack() as held:
+        directory = held.enter_context(open(out_dir / ".lock", "a+", encoding="utf-8"))
+        with open(out_dir / ".lock-join", "w") as join:
+            fcntl.flock(join, fcntl.LOCK_EX)  # held for a few reads and writes
+            try:
+                fcntl.flock(directory, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:  # others are writing: join them if they share our layout
+                directory.seek(0)
+                recorded = directory.read()
+                if recorded != wanted:
+                    raise PrepError(_layout_conflict(out_dir, recorded, num_shards)) from None
+            else:  # nobody is writing: record our layout
+                directory.truncate(0)
+                directory.write(wanted)
+                directory.flush()
+            fcntl.flock(directory, fcntl.LOCK_SH)
+        partition = held.enter_context(open(out_dir / f".lock-{layout.shard_prefix}", "w"))
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(partition, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise PrepError(
                 f"another `eegfm prep` is writing {layout.manifest} in {out_dir}; "
                 "wait for it to finish or use another --out"
             ) from None
         yield
+
+
+def _layout_conflict(out_dir: Path, recorded: str, num_shards: int) -> str:
+    """The one-line refusal of a writer whose --num-shards differs from the running ones'."""
+
+    def layout(count: str) -> str:
+        return "one run without --num-shards" if count == "1" else f"--num-shards {count}"
+
+    running = layout(recorded.strip().removeprefix("num_shards="))
+    return (
+        f"another `eegfm prep` ({running}) is writing {out_dir}; this one "
+        f"({layout(str(num_shards))}) would list recordings twice: wait for it to finish, "
+        "write with the same --num-shards, or use another --out"
+    )
 
 
 def _write_failures(path: Path, summary: PrepSummary) -> None:

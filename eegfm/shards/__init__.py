@@ -29,9 +29,9 @@ from eegfm.shards.format import (
     write_attrs,
     write_jsonl_atomic,
 )
-from eegfm.shards.reader import ShardReader
+from eegfm.shards.reader import ShardDataError, ShardReader
 from eegfm.shards.validate import REQUIRED_ATTRS, data_sha256, validate_shards
-from eegfm.shards.writer import RecordingStream, ShardWriter
+from eegfm.shards.writer import RecordingStream, ShardWriteError, ShardWriter
 
 __all__ = [
     "EVENT_DTYPE",
@@ -44,7 +44,9 @@ __all__ = [
     "ManifestEntry",
     "Recording",
     "RecordingStream",
+    "ShardDataError",
     "ShardReader",
+    "ShardWriteError",
     "ShardWriter",
     "Window",
     "data_sha256",

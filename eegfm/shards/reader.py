@@ -14,6 +14,16 @@ import numpy as np
 import pandas as pd
 
 from eegfm.shards.format import ManifestEntry, Window, events_frame, read_attrs, read_manifest
+from eegfm.shards.validate import data_sha256
+
+
+class ShardDataError(OSError, ValueError):
+    """A shard that cannot be read, or a recording whose data fails its checksum.
+
+    The message names the shard file (and the recording) and says how to find the others.
+    An OSError like h5py's own read errors (`on_bad_window: skip` skips it), and a ValueError
+    (the data errors `eegfm finetune` reports in one line).
+    """
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,7 @@ class ShardReader:
         *,
         max_open_files: int = 128,
         rdcc_nbytes: int = 4 << 20,
+        verify: bool = False,
     ):
         roots = [roots] if isinstance(roots, (str, os.PathLike)) else list(roots)
         self.roots = [Path(r) for r in roots]
@@ -107,16 +118,20 @@ class ShardReader:
                 self._index[entry.recording_id] = entry
                 self.entries.append(entry)
         self.max_open_files, self.rdcc_nbytes = max_open_files, rdcc_nbytes
+        self.verify = verify  # check each recording's data checksum when first opened
         self._reset_handles()
 
     def _reset_handles(self) -> None:
         self._pid = os.getpid()
         self._files: OrderedDict[Path, tuple[h5py.File, mmap.mmap]] = OrderedDict()
         self._cache: dict[str, _Opened] = {}
+        # checksum verdicts of this process, kept when handles are evicted: a recording is
+        # hashed once, and a damaged one is refused without being hashed again
+        self._verified: dict[str, str | None] = {}
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        for key in ("_files", "_cache", "_pid"):
+        for key in ("_files", "_cache", "_pid", "_verified"):
             state.pop(key)
         return state
 
@@ -143,9 +158,18 @@ class ShardReader:
                 self._cache = {k: v for k, v in self._cache.items() if v.handle is not oldest}
                 oldest.close()
                 oldest_map.close()
-            handle = h5py.File(path, "r", rdcc_nbytes=self.rdcc_nbytes, rdcc_nslots=10007)
-            with open(path, "rb") as raw_file:
-                mapped = mmap.mmap(raw_file.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                handle = h5py.File(path, "r", rdcc_nbytes=self.rdcc_nbytes, rdcc_nslots=10007)
+            except OSError as error:
+                raise ShardDataError(f"{path}: cannot open the shard ({error}); "
+                                     f"{self._advice(path)}") from error
+            try:
+                with open(path, "rb") as raw_file:
+                    mapped = mmap.mmap(raw_file.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError) as error:
+                handle.close()
+                raise ShardDataError(f"{path}: cannot map the shard ({error}); "
+                                     f"{self._advice(path)}") from error
             handles = self._files[path] = (handle, mapped)
         else:
             self._files.move_to_end(path)
@@ -157,22 +181,55 @@ class ShardReader:
         opened = self._cache.get(recording_id)
         if opened is None:
             entry = self.entry(recording_id)
-            handle, mapped = self._file(Path(entry.root) / entry.shard)
-            group = handle[recording_id]
-            data = group["data"]
-            opened = _Opened(
-                data=data,
-                coords=group["coords"][()],
-                ch_names=tuple(group["ch_names"].asstr()[()]),
-                ref_coords=group["ref_coords"][()],
-                handle=handle,
-                group=group,
-                n_samples=entry.n_samples,
-                mapped=mapped,
-                chunk_offsets=chunk_offsets(data),
-            )
+            path = Path(entry.root) / entry.shard
+            if self._verified.get(recording_id):
+                raise ShardDataError(self._verified[recording_id])
+            handle, mapped = self._file(path)
+            try:
+                opened = self._opened(entry, handle, mapped)
+            except ShardDataError:
+                raise
+            except (OSError, KeyError, RuntimeError, ValueError, TypeError) as error:
+                raise self._damaged(entry, error) from error
             self._cache[recording_id] = opened
         return opened
+
+    def _opened(self, entry: ManifestEntry, handle: h5py.File, mapped: mmap.mmap) -> _Opened:
+        group = handle[entry.recording_id]
+        data = group["data"]
+        if self.verify and entry.recording_id not in self._verified:
+            computed = data_sha256(data)
+            self._verified[entry.recording_id] = None
+            if computed != entry.sha256:
+                path = Path(entry.root) / entry.shard
+                self._verified[entry.recording_id] = (
+                    f"{path}: recording {entry.recording_id}: data checksum mismatch (manifest "
+                    f"{entry.sha256[:12]}, computed {computed[:12]}): the data is damaged; "
+                    f"{self._advice(path)}"
+                )
+                raise ShardDataError(self._verified[entry.recording_id])
+        return _Opened(
+            data=data,
+            coords=group["coords"][()],
+            ch_names=tuple(group["ch_names"].asstr()[()]),
+            ref_coords=group["ref_coords"][()],
+            handle=handle,
+            group=group,
+            n_samples=entry.n_samples,
+            mapped=mapped,
+            chunk_offsets=chunk_offsets(data),
+        )
+
+    @staticmethod
+    def _advice(path: Path) -> str:
+        return f"run `eegfm validate {path.parent}` to list every damaged file"
+
+    def _damaged(self, entry: ManifestEntry, error: BaseException) -> ShardDataError:
+        path = Path(entry.root) / entry.shard
+        return ShardDataError(
+            f"{path}: recording {entry.recording_id} is unreadable "
+            f"({type(error).__name__}: {error}); {self._advice(path)}"
+        )
 
     def read_window(self, recording_id: str, start: int, length: int) -> Window:
         """Samples [start, start + length) of one recording, without loading the rest."""
@@ -181,11 +238,14 @@ class ShardReader:
             raise IndexError(
                 f"window [{start}, {start + length}) outside {recording_id} (0..{opened.n_samples})"
             )
-        if opened.chunk_offsets is None:
-            block = opened.data[:, start : start + length]
-            block = block if block.dtype == np.float32 else block.astype(np.float32)
-        else:
-            block = _read_chunks(opened, start, length)
+        try:
+            if opened.chunk_offsets is None:
+                block = opened.data[:, start : start + length]
+                block = block if block.dtype == np.float32 else block.astype(np.float32)
+            else:  # a truncated file: the chunk lies past the end of the map (ValueError)
+                block = _read_chunks(opened, start, length)
+        except (OSError, RuntimeError, ValueError) as error:
+            raise self._damaged(self.entry(recording_id), error) from error
         return Window(block, opened.coords, opened.ch_names, opened.ref_coords)
 
     def read_recording(self, recording_id: str) -> Window:
@@ -194,7 +254,12 @@ class ShardReader:
 
     def events(self, recording_id: str) -> pd.DataFrame:
         """The events table (onset/duration in samples at the shard sfreq)."""
-        table = self._open(recording_id).group["events"][()]
+        try:
+            table = self._open(recording_id).group["events"][()]
+        except ShardDataError:
+            raise
+        except (OSError, KeyError, RuntimeError, ValueError) as error:
+            raise self._damaged(self.entry(recording_id), error) from error
         return events_frame(
             table["onset"],
             table["duration"],
@@ -204,7 +269,12 @@ class ShardReader:
 
     def attrs(self, recording_id: str) -> dict:
         """The provenance attrs of a recording."""
-        return read_attrs(self._open(recording_id).group)
+        try:
+            return read_attrs(self._open(recording_id).group)
+        except ShardDataError:
+            raise
+        except (OSError, KeyError, RuntimeError, ValueError) as error:
+            raise self._damaged(self.entry(recording_id), error) from error
 
     def close(self) -> None:
         """Close every open HDF5 handle."""

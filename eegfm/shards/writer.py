@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
+import json
 import os
 import re
 from collections.abc import Sequence
@@ -25,6 +27,107 @@ from eegfm.shards.format import (
     write_attrs,
     write_jsonl_atomic,
 )
+
+
+class ShardWriteError(OSError):
+    """Writing a shard or its manifest failed (a full disk, an I/O error); the shard is dropped.
+
+    A failure of the output, not of the recording being written: every later one would fail too.
+    """
+
+
+class _GuardedFile(io.RawIOBase):
+    """The shard file as HDF5 writes it (h5py's `fileobj` driver), proof against a full disk.
+
+    HDF5 cannot close a file once one of its writes failed (h5py then segfaults), so the first
+    failed write is kept in `error` and HDF5 is told it succeeded: later bytes are held in
+    memory (and read back from there), and the writer raises `error` itself, from Python, and
+    drops the file.
+    """
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = path
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        self._position = self._size = 0
+        self._held: list[tuple[int, bytes]] = []  # (offset, bytes) not written, in write order
+        self.error: OSError | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._size}[whence]
+        self._position = base + offset
+        return self._position
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        n, start = len(view), self._position
+        data = os.pread(self._fd, n, start)
+        view[: len(data)] = data
+        view[len(data) :] = bytes(n - len(data))  # past the end (or a hole): zeros
+        for offset, held in self._held:
+            lo, hi = max(offset, start), min(offset + len(held), start + n)
+            if lo < hi:
+                view[lo - start : hi - start] = held[lo - offset : hi - offset]
+        self._position += n
+        return n
+
+    def write(self, data) -> int:
+        view = memoryview(data).cast("B")
+        done = 0
+        while self.error is None and done < len(view):
+            try:
+                done += os.pwrite(self._fd, view[done:], self._position + done)
+            except OSError as error:
+                self.error = OSError(error.errno, error.strerror, str(self.path))
+        if done < len(view):
+            self._held.append((self._position + done, bytes(view[done:])))
+        self._position += len(view)
+        self._size = max(self._size, self._position)
+        return len(view)
+
+    def truncate(self, size: int | None = None) -> int:
+        size = self._position if size is None else size
+        if self.error is None:
+            try:
+                os.ftruncate(self._fd, size)
+            except OSError as error:
+                self.error = OSError(error.errno, error.strerror, str(self.path))
+        self._size = size
+        return size
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self._fd)
+        super().close()
+
+
+def _lists(manifest: Path, shard: str) -> bool:
+    """Whether a manifest file names a shard (after a failed rewrite: did the rename happen?)."""
+    if not manifest.exists():
+        return False
+    return any(
+        json.loads(line).get("shard") == shard
+        for line in manifest.read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    )
 
 
 class RecordingStream:
@@ -82,14 +185,17 @@ class RecordingStream:
             raise ValueError(f"{self.recording_id}: refusing to store NaN/Inf values")
         stored = block.astype(self.writer.dtype, copy=False)
         self._data[:, self._position : stop] = stored
+        self.writer._check()
         self._sha.update(
             np.ascontiguousarray(stored.T).astype(stored.dtype.newbyteorder("<"), copy=False)
         )
         self._position = stop
 
     def abort(self) -> None:
-        """Remove the unfinished recording from the shard."""
-        del self.writer._shard_file()[self.recording_id]
+        """Remove the unfinished recording from the shard (gone already if the shard was)."""
+        h5 = self.writer._h5
+        if h5 is not None and self.recording_id in h5:
+            del h5[self.recording_id]
 
     def finish(self, events: pd.DataFrame | None = None, attrs: dict | None = None) -> None:
         """Store events and attrs and register the manifest entry with the writer."""
@@ -106,6 +212,7 @@ class RecordingStream:
         attrs = dict(attrs or {})
         attrs["sha256"] = self._sha.hexdigest()
         write_attrs(self._group, attrs)
+        self.writer._check()
         self.writer._add_entry(self._entry(attrs, events))
 
     def _entry(self, attrs: dict, events: pd.DataFrame) -> ManifestEntry:
@@ -169,6 +276,7 @@ class ShardWriter:
         taken = [int(m.group(1)) for p in self.out_dir.iterdir() if (m := pattern.match(p.name))]
         self._next_index = max(taken, default=-1) + 1
         self._h5: h5py.File | None = None
+        self._file: _GuardedFile | None = None
         self._pending: list[ManifestEntry] = []
         self._bytes = 0
         self.entries: list[ManifestEntry] = []
@@ -193,7 +301,8 @@ class ShardWriter:
 
     def _shard_file(self) -> h5py.File:
         if self._h5 is None:
-            self._h5 = h5py.File(self._tmp_path, "w", rdcc_nbytes=64 << 20)
+            self._file = _GuardedFile(self._tmp_path)
+            self._h5 = h5py.File(self._file, "w", rdcc_nbytes=64 << 20)
             self._h5.attrs.update(
                 format=FORMAT,
                 format_version=FORMAT_VERSION,
@@ -260,31 +369,68 @@ class ShardWriter:
                     f"than shard {self._final_path.name}"
                 )
             src.copy(src[staged.recording_id], h5, name=staged.recording_id)
+        self._check()
         self._add_entry(
             dataclasses.replace(
                 staged, shard=self._final_path.name, root="", config_hash=self.config_hash
             )
         )
 
+    def _check(self) -> None:
+        """Raise a failed write of the current shard (a full disk), dropping the shard."""
+        if self._file is not None and self._file.error is not None:
+            error = self._file.error
+            self.abort()
+            raise ShardWriteError(error.errno, error.strerror, error.filename)
+
     def _close_shard(self) -> None:
         if self._h5 is None:
             return
-        self._h5.flush()
-        if self.durable:
-            os.fsync(self._h5.id.get_vfd_handle())
-        self._h5.close()
-        self._h5 = None
-        os.replace(self._tmp_path, self._final_path)
-        if self.durable:
-            fsync_dir(self.out_dir)
+        try:
+            self._h5.flush()
+            self._check()
+            if self.durable:
+                os.fsync(self._file.fileno())
+            self._h5.close()
+            self._h5 = None
+            self._check()
+            self._file.close()
+            self._file = None
+            os.replace(self._tmp_path, self._final_path)
+            if self.durable:
+                fsync_dir(self.out_dir)
+        except ShardWriteError:
+            raise
+        except OSError as error:
+            self.abort()
+            self._final_path.unlink(missing_ok=True)  # renamed, but listed nowhere
+            raise ShardWriteError(
+                error.errno, error.strerror, error.filename or str(self._tmp_path)
+            ) from error
         if self.manifest_name is not None:
-            path = self.out_dir / self.manifest_name
-            old = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-            write_jsonl_atomic(path, [*old, *(e.to_json() for e in self._pending)])
+            self._list_shard(self.out_dir / self.manifest_name)
         root = str(self.out_dir)
         self.entries += [dataclasses.replace(e, root=root) for e in self._pending]
         self._pending, self._bytes = [], 0
         self._next_index += 1
+
+    def _list_shard(self, path: Path) -> None:
+        """Add the closed shard's recordings to the manifest (rewritten atomically)."""
+        old = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+        try:
+            write_jsonl_atomic(path, [*old, *(e.to_json() for e in self._pending)])
+        except BaseException as error:
+            path.with_name(path.name + ".tmp").unlink(missing_ok=True)
+            if not _lists(path, self._final_path.name):  # listed nowhere: drop, as a rerun
+                self._final_path.unlink(missing_ok=True)
+            else:  # listed (the directory's fsync failed): it stays, the next shard moves on
+                self._next_index += 1
+            self._pending, self._bytes = [], 0
+            if isinstance(error, OSError):
+                raise ShardWriteError(
+                    error.errno, error.strerror, error.filename or str(path)
+                ) from error
+            raise
 
     def close(self) -> list[ManifestEntry]:
         """Close (rename, list) the current shard; return every entry this writer wrote."""
@@ -294,7 +440,10 @@ class ShardWriter:
     def abort(self) -> None:
         """Drop the current unfinished shard (nothing of it is listed)."""
         if self._h5 is not None:
-            self._h5.close()
+            self._h5.close()  # never fails on a full disk: the guarded file holds the bytes
             self._h5 = None
+        if self._file is not None:
+            self._file.close()
+            self._file = None
             self._tmp_path.unlink(missing_ok=True)
         self._pending, self._bytes = [], 0
