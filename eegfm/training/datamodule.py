@@ -132,6 +132,10 @@ class PretrainDataModule(L.LightningDataModule):
         on_bad_window: "raise" (default) stops on a window that cannot be read or holds
             NaN/Inf; "skip" replaces it by another window of its batch and warns once per
             recording (run `eegfm validate` to find damaged shards).
+        verify: check each recording's data checksum when a loader process first opens it,
+            so damaged data stops the run (or, with on_bad_window "skip", is left out) instead
+            of being trained on. Costs one read of every recording per loader process
+            (docs/pretrain.md).
     """
 
     def __init__(
@@ -148,6 +152,7 @@ class PretrainDataModule(L.LightningDataModule):
         persistent_workers: bool = True,
         prefetch_factor: int | None = None,
         on_bad_window: Literal["raise", "skip"] = "raise",
+        verify: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(roots, str):
@@ -176,7 +181,7 @@ class PretrainDataModule(L.LightningDataModule):
 
     def _index(self) -> WindowIndex:
         if self.index is None:
-            self.reader = ShardReader(self.roots)
+            self.reader = ShardReader(self.roots, verify=self.hparams.verify)
             if not self.reader.entries:
                 raise ValueError(f"no recordings in the manifests of {self.roots}: run eegfm prep")
             sfreq = float(self.reader.entries[0].sfreq)

@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     from eegfm.data.task_config import ConfigError
     from eegfm.data.task_windows import TaskDataError
     from eegfm.evaluation import SplitHygieneError
+    from eegfm.shards import ShardDataError
     from eegfm.training.finetune_runner import resolve_config, results_summary, run_finetune
 
     try:
@@ -125,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
                   "the baselines only", file=sys.stderr)
         started = time.perf_counter()
         results = run_finetune(config)
+    except ShardDataError as error:  # damaged data: named, exit 1 (before ValueError: it is one)
+        print(f"eegfm finetune: {error}", file=sys.stderr)
+        return 1
     except (ConfigError, TaskDataError, SplitHygieneError, FileNotFoundError, ValueError) as error:
         print(f"eegfm finetune: {error}", file=sys.stderr)
         return 2

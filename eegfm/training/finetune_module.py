@@ -236,20 +236,38 @@ def save_finetuned(path: str | os.PathLike, model: EncoderClassifier, *, class_n
 
 
 def load_finetuned(path: str | os.PathLike) -> tuple[EncoderClassifier, dict[str, Any]]:
-    """Rebuild a model written by :func:`save_finetuned`; returns (model in eval mode, metadata)."""
+    """Rebuild a model written by :func:`save_finetuned`; returns (model in eval mode, metadata).
+
+    A file that cannot be read or does not rebuild raises a one-line ``ValueError`` naming it.
+    """
     from eegfm.models import EEGEncoder
+
+    def _first_line(error: BaseException) -> str:
+        lines = str(error).strip().splitlines()  # torch's messages run to paragraphs
+        return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"--model {path}: no such fine-tuned model file")
-    document = torch.load(path, map_location="cpu", weights_only=True)
+    if path.stat().st_size == 0:
+        raise ValueError(f"--model {path}: the file is empty (0 bytes); was it copied or saved "
+                         "in full?")
+    try:
+        document = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, empty, not a torch file: zip, pickle, EOF errors
+        raise ValueError(f"--model {path}: unreadable (truncated, damaged, or not a model that "
+                         f"`eegfm finetune` wrote): {_first_line(error)}") from error
     if not isinstance(document, dict) or document.get("format") != FINETUNED_FORMAT:
         raise ValueError(f"--model {path}: not an eegfm fine-tuned model (expected the "
                          f"model_<name>.pt that `eegfm finetune` writes)")
-    encoder = EEGEncoder(**document["encoder_config"])
-    encoder.load_state_dict(document["encoder_state"])
-    head = create_head(**document["head_config"])
-    head.load_state_dict(document["head_state"])
+    try:
+        encoder = EEGEncoder(**document["encoder_config"])
+        encoder.load_state_dict(document["encoder_state"])
+        head = create_head(**document["head_config"])
+        head.load_state_dict(document["head_state"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise ValueError(f"--model {path}: does not rebuild with this eegfm (damaged, or written "
+                         f"by another version): {_first_line(error)}") from error
     model = EncoderClassifier(encoder, head, frozen=True).eval()
     meta = {k: v for k, v in document.items() if not k.endswith("_state")}
     meta.setdefault("align", "none")  # files written before alignment existed

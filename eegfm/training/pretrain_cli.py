@@ -20,9 +20,10 @@ from pathlib import Path
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.utilities import rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from eegfm.shards.reader import ShardDataError
 from eegfm.training.callbacks import EncoderExport, StepMetricsLogger
 from eegfm.training.datamodule import PretrainDataModule
 from eegfm.training.pretrain_module import MaskedPretrainModule
@@ -62,16 +63,70 @@ def expand_shortcuts(argv: list[str]) -> list[str]:
 
 
 def resolve_resume(resume: str, run_dir: Path) -> str | None:
-    """Checkpoint to start from: 'auto' (newest in the run directory, if any), 'never', a path."""
+    """Checkpoint to start from: 'auto' (newest in the run directory, if any), 'never', a path.
+
+    With 'auto', checkpoints that cannot be read (cut short by a crash or a full disk while
+    they were saved) are passed over, with a warning, for the newest readable one.
+    """
     if resume == "never":
         return None
     if resume != "auto":
         if not Path(resume).is_file():
             raise FileNotFoundError(f"--resume {resume}: no such checkpoint file")
+        problem = checkpoint_problem(Path(resume))
+        if problem is not None:
+            raise ValueError(f"--resume {resume}: the checkpoint is unreadable ({problem})")
         return resume
-    candidates = [run_dir / "checkpoints" / "last.ckpt", *run_dir.glob("hpc_ckpt_*.ckpt")]
-    existing = [p for p in candidates if p.is_file()]
-    return str(max(existing, key=lambda p: p.stat().st_mtime)) if existing else None
+    candidates = {*(run_dir / "checkpoints").glob("*.ckpt"), *run_dir.glob("hpc_ckpt_*.ckpt")}
+    # newest first; at equal times last.ckpt and the SLURM ones before the periodic copy
+    newest_first = sorted(
+        (p for p in candidates if p.is_file()),
+        key=lambda p: (p.stat().st_mtime, p.name == "last.ckpt" or p.name.startswith("hpc_")),
+        reverse=True,
+    )
+    unreadable = []
+    for path in newest_first:
+        problem = checkpoint_problem(path)
+        if problem is None:
+            if unreadable:
+                _warn(f"{_listed(unreadable)} ({unreadable[0][1]}); resuming from {path}, the "
+                      f"newest readable checkpoint in {run_dir}")
+            return str(path)
+        unreadable.append((path, problem))
+    if unreadable:
+        raise ValueError(f"no readable checkpoint in {run_dir}: {_listed(unreadable)} "
+                         f"({unreadable[0][1]}); pass --resume never to start afresh")
+    return None
+
+
+def _listed(unreadable: list[tuple[Path, str]]) -> str:
+    names = ", ".join(str(path) for path, _ in unreadable)
+    return f"{names} {'is' if len(unreadable) == 1 else 'are'} unreadable"
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why a Lightning checkpoint cannot be loaded (None if it can); tensors are not read."""
+    import torch
+
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:  # a damaged file fails in many ways (zip, pickle, EOF, mmap)
+        lines = str(error).strip().splitlines() or [""]
+        return f"{type(error).__name__}: {lines[0]}"
+    return None
+
+
+@rank_zero_only
+def _warn(message: str) -> None:
+    print(f"eegfm pretrain: warning: {message}", file=sys.stderr)
+
+
+def _reader_message(error: ShardDataError) -> str:
+    """The reader's one line; from a DataLoader worker it arrives after the worker's traceback."""
+    last = str(error).strip().splitlines()[-1]
+    for prefix in (f"{ShardDataError.__module__}.{ShardDataError.__name__}: ", "ShardDataError: "):
+        last = last.removeprefix(prefix)
+    return last
 
 
 class PretrainCLI(LightningCLI):
@@ -131,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run `eegfm pretrain`; resumes from the run directory unless --resume never.
 
     A run stopped by SIGTERM exits with status 143 (128 + SIGTERM), not 0; a configuration
-    error (an option the model or data reject, a missing --resume file) is one line, status 2."""
+    error (an option the model or data reject, a missing --resume file) is one line, status 2;
+    a shard that cannot be read (or fails its checksum with data.verify) is one line naming it,
+    status 1."""
     try:
         cli = build_cli(list(sys.argv[1:] if argv is None else argv))
         run_dir = Path(cli.trainer.default_root_dir)
@@ -145,6 +202,9 @@ def main(argv: list[str] | None = None) -> int:
         cli.trainer.fit(
             cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path, weights_only=True
         )
+    except ShardDataError as error:
+        print(f"eegfm pretrain: {_reader_message(error)}", file=sys.stderr)
+        return 1
     except SIGTERMException as stop:
         # Lightning ends a run on SIGTERM (a requeue, pre-emption, `scancel`, a pod eviction)
         # after the current step with a bare SystemExit, i.e. exit status 0, as if it had

@@ -30,10 +30,13 @@ def three_shards(tmp_path: Path, eegmat_dir: Path) -> Path:
 
 def test_validate_reports_damaged_file_metadata_and_checks_the_other_shards(three_shards, capsys):
     first, *others = sorted(three_shards.glob("*.h5"))
-    with first.open("r+b") as handle:  # the issue's repro: 64 bytes flipped at offset 1200
-        handle.seek(1200)
-        block = handle.read(64)
-        handle.seek(1200)
+    # the issue's repro flipped 64 bytes at offset 1200, inside the file attributes; where they
+    # lie depends on HDF5's layout, so flip 16 bytes just past the name of the first one
+    offset = first.read_bytes().index(b"format_version") + 16
+    with first.open("r+b") as handle:
+        handle.seek(offset)
+        block = handle.read(16)
+        handle.seek(offset)
         handle.write(bytes(b ^ 0xFF for b in block))
     problems = validate_shards(three_shards)
     assert problems and all(p.startswith(first.name) for p in problems)

@@ -144,10 +144,10 @@ def test_resume_picks_the_newest_checkpoint(tmp_path: Path) -> None:
     assert resolve_resume("auto", tmp_path) is None
     (tmp_path / "checkpoints").mkdir()
     last = tmp_path / "checkpoints" / "last.ckpt"
-    last.write_bytes(b"x")
+    torch.save({}, last)  # readable: resume passes over unreadable checkpoints
     assert resolve_resume("auto", tmp_path) == str(last)
     hpc = tmp_path / "hpc_ckpt_1.ckpt"
-    hpc.write_bytes(b"x")
+    torch.save({}, hpc)
     os.utime(hpc, (time.time() + 5, time.time() + 5))  # written by the SLURM signal handler
     assert resolve_resume("auto", tmp_path) == str(hpc)
     assert resolve_resume("never", tmp_path) is None
