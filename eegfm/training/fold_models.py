@@ -499,6 +499,13 @@ class ClassicalFoldModel(FoldModel):
         proba[:, self.pipeline.classes_] = self.pipeline.predict_proba(self.features[rows])
         return proba
 
+    def _n_coefficients(self) -> int:
+        """Weights and intercepts of the last fitted logistic regression (0 before a fit)."""
+        if self.pipeline is None:
+            return 0
+        classifier = self.pipeline.steps[-1][1]
+        return int(classifier.coef_.size + classifier.intercept_.size)
+
     def info(self) -> dict[str, Any]:
         """Pipeline steps, the C chosen per fold and feature time."""
         steps = (" → ".join(name for name, _ in self.pipeline.steps)
@@ -508,8 +515,7 @@ class ClassicalFoldModel(FoldModel):
         return {"model": f"{features} → {steps} (scikit-learn/pyriemann)", "head": "-",
                 "spiking": "none", "mode": "classical (C chosen on validation subjects)",
                 "alignment": _alignment_text(self.align, self.key),
-                "params": int(self.features[0].size + 1) * self.ctx.task.n_classes,
-                "trainable_params": int(self.features[0].size + 1) * self.ctx.task.n_classes,
+                "params": self._n_coefficients(), "trainable_params": self._n_coefficients(),
                 "chosen_C": ",".join(f"{c:g}" for c in self.chosen_c),
                 "feature_s": round(self.feature_s, 1)}
 
