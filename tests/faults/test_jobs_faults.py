@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from eegmat_shards import link_files
 
 from eegfm.cli import main
 from eegfm.prep import PrepError, load_prep_config, run_prep
@@ -20,13 +21,6 @@ from eegfm.shards import ShardReader, read_manifest, validate_shards
 REPO = Path(__file__).resolve().parents[2]
 SHORT = [f"Subject{i:02d}_2.edf" for i in range(8)]  # 62 s each, ~0.94 MB stored
 REST = [f"Subject{i:02d}_1.edf" for i in range(12)]  # 182 s each
-
-
-def _link(folder: Path, eegmat_dir: Path, names: list[str]) -> Path:
-    folder.mkdir(parents=True)
-    for name in names:
-        (folder / name).symlink_to(eegmat_dir / name)
-    return folder
 
 
 def _leftovers(out: Path) -> list[str]:
@@ -62,7 +56,7 @@ def small_tmpfs(tmp_path: Path):
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_full_disk_real_tmpfs(tmp_path: Path, eegmat_dir: Path, small_tmpfs: Path, workers: int):
-    source = _link(tmp_path / "eegmat", eegmat_dir, SHORT)
+    source = link_files(tmp_path / "eegmat", eegmat_dir, SHORT)
     config = tmp_path / "small.yaml"
     config.write_text("shard_max_bytes: 2000000\n")  # 3 recordings per shard
     out = small_tmpfs / "out"
@@ -107,7 +101,7 @@ def _fill_disk_after(monkeypatch: pytest.MonkeyPatch, n_blocks: int) -> None:
 def test_full_disk_simulated(tmp_path: Path, eegmat_dir: Path, monkeypatch: pytest.MonkeyPatch,
                              capsys):
     """Where no tmpfs can be mounted: every write of the shard writer fails with ENOSPC."""
-    source = _link(tmp_path / "eegmat", eegmat_dir, SHORT[:2])
+    source = link_files(tmp_path / "eegmat", eegmat_dir, SHORT[:2])
     out = tmp_path / "out"
     config = _yaml(tmp_path, shard_max_bytes=900_000)  # one recording per shard
     assert main(["prep", str(source), "--out", str(out), "--no-progress", "--config",
@@ -140,7 +134,7 @@ def _yaml(tmp_path: Path, **values) -> Path:
 def test_full_disk_error_is_a_data_error(tmp_path: Path, eegmat_dir: Path,
                                          monkeypatch: pytest.MonkeyPatch):
     """A full disk is a data error (exit 1), not a configuration error (2)."""
-    source = _link(tmp_path / "eegmat", eegmat_dir, SHORT[:1])
+    source = link_files(tmp_path / "eegmat", eegmat_dir, SHORT[:1])
     _fill_disk_after(monkeypatch, 2)
     with pytest.raises(PrepError, match="no space left on device") as caught:
         run_prep([str(source)], tmp_path / "out", load_prep_config(None), progress=False)
@@ -148,7 +142,7 @@ def test_full_disk_error_is_a_data_error(tmp_path: Path, eegmat_dir: Path,
 
 
 def test_full_disk_exits_1(tmp_path: Path, eegmat_dir: Path, monkeypatch: pytest.MonkeyPatch):
-    source = _link(tmp_path / "eegmat", eegmat_dir, SHORT[:1])
+    source = link_files(tmp_path / "eegmat", eegmat_dir, SHORT[:1])
     _fill_disk_after(monkeypatch, 2)
     assert main(["prep", str(source), "--out", str(tmp_path / "out"), "--no-progress"]) == 1
 
@@ -162,7 +156,7 @@ def test_a_failed_manifest_rewrite_leaves_no_unlisted_shard(
     from eegfm.shards import format as shard_format
     from eegfm.shards import writer
 
-    source = _link(tmp_path / "eegmat", eegmat_dir, SHORT[:3])
+    source = link_files(tmp_path / "eegmat", eegmat_dir, SHORT[:3])
     calls = {"n": 0}
 
     def fail_second(real, error: OSError):
@@ -214,7 +208,7 @@ def _resume(process: subprocess.Popen) -> None:
 
 
 def test_a_run_of_another_layout_is_refused_while_one_writes(tmp_path: Path, eegmat_dir: Path):
-    source = _link(tmp_path / "eegmat", eegmat_dir, REST[:8])
+    source = link_files(tmp_path / "eegmat", eegmat_dir, REST[:8])
     out = tmp_path / "out"
     plain = _start_and_freeze([str(source)], out, ".staging")
     try:
@@ -231,7 +225,7 @@ def test_a_run_of_another_layout_is_refused_while_one_writes(tmp_path: Path, eeg
 
 
 def test_array_tasks_of_one_layout_share_the_directory(tmp_path: Path, eegmat_dir: Path):
-    source = _link(tmp_path / "eegmat", eegmat_dir, REST[:8])
+    source = link_files(tmp_path / "eegmat", eegmat_dir, REST[:8])
     out = tmp_path / "out"
     task0 = _start_and_freeze([str(source), "--shard-index", "0", "--num-shards", "2"], out,
                               ".staging-00000")
@@ -278,7 +272,7 @@ def _running(pid: int) -> bool:
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="walks /proc (Linux)")
 def test_sigkill_of_the_main_process_ends_its_workers(tmp_path: Path, eegmat_dir: Path):
-    source = _link(tmp_path / "eegmat", eegmat_dir, REST)
+    source = link_files(tmp_path / "eegmat", eegmat_dir, REST)
     process = subprocess.Popen(
         [sys.executable, "-m", "eegfm", "prep", str(source), "--out", str(tmp_path / "out"),
          "--workers", "2", "--no-progress"],

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from eegmat_shards import link_files
 
 from eegfm.cli import main
 from eegfm.prep import load_prep_config, run_prep
@@ -18,10 +19,7 @@ SHORT = ["Subject00_2.edf", "Subject01_2.edf", "Subject02_2.edf"]  # 62 s each
 @pytest.fixture
 def three_shards(tmp_path: Path, eegmat_dir: Path) -> Path:
     """Three short eegmat recordings, one shard file each."""
-    folder = tmp_path / "eegmat"
-    folder.mkdir()
-    for name in SHORT:
-        (folder / name).symlink_to(eegmat_dir / name)
+    folder = link_files(tmp_path / "eegmat", eegmat_dir, SHORT)
     out = tmp_path / "shards"
     run_prep([str(folder)], out, load_prep_config(None, shard_max_bytes=500_000), progress=False)
     assert len(list(out.glob("*.h5"))) == 3
