@@ -34,6 +34,7 @@ from eegfm.prep.config import (
     load_prep_config,
     write_prep_config,
 )
+from eegfm.prep.pipeline import write_raw
 from eegfm.prep.readers import load_item, raw_fingerprint
 from eegfm.prep.sources import SourceItem, expand_sources
 from eegfm.shards import (
@@ -205,7 +206,6 @@ def _write_recordings(
     recordings: list, item: SourceItem, writer: ShardWriter, direct: bool, staging: Path
 ) -> list[dict]:
     """Skip, flag as duplicate or write each recording of an item; one outcome dict each."""
-    from eegfm.prep.pipeline import write_raw
 
     config = _WORKER["config"]
     outcomes = []

@@ -12,7 +12,11 @@ import argparse
 import sys
 import time
 
+from eegfm.data.task_config import ConfigError
+from eegfm.data.task_windows import TaskDataError
+from eegfm.evaluation import SplitHygieneError
 from eegfm.evaluation.alignment import ALIGNMENTS
+from eegfm.shards import ShardDataError
 from eegfm.training.finetune_config import MODELS
 
 HELP_MODELS = f"comma-separated subset of {','.join(MODELS)}"
@@ -113,10 +117,6 @@ def main(argv: list[str] | None = None) -> int:
         overrides = overrides_from(args)
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
-    from eegfm.data.task_config import ConfigError
-    from eegfm.data.task_windows import TaskDataError
-    from eegfm.evaluation import SplitHygieneError
-    from eegfm.shards import ShardDataError
     from eegfm.training.finetune_runner import resolve_config, results_summary, run_finetune
 
     try:
