@@ -228,6 +228,14 @@ def aligned_windows(task: TaskSet, align: str) -> np.ndarray:
     return euclidean_align(task.x, task.subject, task.channel_mask, window_layouts(task))
 
 
+def window_tensors(task: TaskSet, align: str,
+                   subject_ids: np.ndarray | None = None) -> WindowTensors:
+    """The encoder's input for every window of ``task``, aligned as ``align`` asks."""
+    return WindowTensors(task.y, x=aligned_windows(task, align), coords=task.coords,
+                         ref_coords=task.ref_coords, channel_mask=task.channel_mask,
+                         subject_ids=subject_ids)
+
+
 def predict_windows(model: EncoderClassifier, task: TaskSet, align: str,
                     batch_size: int) -> np.ndarray:
     """Class probabilities ``(N, K)`` of a fine-tuned model on every window of ``task``.
@@ -235,8 +243,7 @@ def predict_windows(model: EncoderClassifier, task: TaskSet, align: str,
     The windows are aligned as the model was trained (``align``), per subject, from the
     subject's own windows.
     """
-    data = WindowTensors(task.y, x=aligned_windows(task, align), coords=task.coords,
-                         ref_coords=task.ref_coords, channel_mask=task.channel_mask)
+    data = window_tensors(task, align)
     return _softmax(predict_logits(model, data, np.arange(len(task)), batch_size))
 
 
@@ -266,9 +273,7 @@ class EncoderFoldModel(FoldModel):
         cfg, task = ctx.cfg, ctx.task
         self.reference = reference
         self.subject_ids = np.unique(task.subject, return_inverse=True)[1].astype(np.int64)
-        self.signal = WindowTensors(task.y, x=aligned_windows(task, align), coords=task.coords,
-                                    ref_coords=task.ref_coords, channel_mask=task.channel_mask,
-                                    subject_ids=self.subject_ids)
+        self.signal = window_tensors(task, align, self.subject_ids)
         self.frozen = cfg.frozen
         self.shared_encoder = self.new_encoder() if self.frozen else None
         cache_mb = (task.x.shape[0] * task.x.shape[1] * (task.x.shape[2] // reference.patch_len)
