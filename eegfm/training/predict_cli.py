@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> int:
     window = round(meta["window_s"] * meta["sfreq"])
     stride = max(1, round((meta["stride_s"] if args.stride_s is None else args.stride_s)
                           * meta["sfreq"]))
-    torch.set_grad_enabled(False)
     frames, failed = [], 0
     bar = items
     if args.progress:
