@@ -6,6 +6,7 @@ import importlib
 import os
 import sys
 import time
+import traceback
 
 # Each target module exposes `main(argv: list[str]) -> int`; importing lazily keeps `eegfm --help`
 # fast and lets `eegfm prep` run without loading torch.
@@ -19,8 +20,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("eegfm.training.demo", "prep → pretrain → finetune on real data, minutes on a CPU"),
 }
 
+EXIT_INTERNAL_ERROR = 1  # an exception no command expects: a bug, or damage nobody foresaw
+EXIT_USAGE = 2  # an unknown command (each command's own usage errors exit 2 as well)
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
 EXIT_BROKEN_PIPE = 141  # the output's reader closed the pipe, as for a process ended by SIGPIPE
+VERBOSE_FLAGS = ("-v", "--verbose")
 
 # subcommands whose work is torch's OpenMP-parallel kernels
 _TORCH_COMMANDS = {"pretrain", "finetune", "predict", "demo"}
@@ -63,15 +67,36 @@ def omp_wait_policy(busy: float | None) -> str | None:
 
 
 def _usage() -> str:
-    lines = ["usage: eegfm COMMAND [ARGS...]", "", "commands:"]
+    lines = ["usage: eegfm [-v] COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += ["", "options:", "  -v, --verbose  print the traceback of an internal error "
+              "(also accepted after COMMAND)"]
     lines += ["", "Run `eegfm COMMAND --help` for the options of one command."]
     return "\n".join(lines)
 
 
+def split_verbose(argv: list[str]) -> tuple[bool, list[str]]:
+    """Remove `-v`/`--verbose` from the arguments (not after `--`); return (verbose, the rest).
+
+    No command has an option of that name, and argparse never takes `-v` as an option's value,
+    so removing it anywhere before `--` changes the meaning of no other argument.
+    """
+    end = argv.index("--") if "--" in argv else len(argv)
+    rest = [arg for arg in argv[:end] if arg not in VERBOSE_FLAGS] + argv[end:]
+    return len(rest) != len(argv), rest
+
+
+def internal_error_line(command: str, error: BaseException) -> str:
+    """The one line an unexpected exception gets without `-v`."""
+    message = " ".join(str(error).split())  # a multi-line message still makes one line
+    described = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return (f"eegfm {command}: internal error: {described} "
+            "(rerun with -v for the traceback)")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch `eegfm COMMAND ...` to the module implementing COMMAND."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """Dispatch `eegfm [-v] COMMAND ...` to the module implementing COMMAND."""
+    verbose, argv = split_verbose(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in {"-h", "--help"}:
         print(_usage())
         return 0
@@ -88,9 +113,9 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["OMP_WAIT_POLICY"] = policy
     if command not in SUBCOMMANDS:
         print(f"eegfm: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
-        return 2
-    module = importlib.import_module(SUBCOMMANDS[command][0])
+        return EXIT_USAGE
     try:
+        module = importlib.import_module(SUBCOMMANDS[command][0])
         code = int(module.main(rest) or 0)
         sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit flush
         return code
@@ -102,6 +127,12 @@ def main(argv: list[str] | None = None) -> int:
         # and keep the interpreter's final flush from failing again on the closed pipe
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except Exception as error:  # expected errors are one line inside each command already
+        if verbose:
+            traceback.print_exc()
+        else:
+            print(internal_error_line(command, error), file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
 
 
 if __name__ == "__main__":

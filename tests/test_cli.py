@@ -1,4 +1,5 @@
-"""The `eegfm` dispatcher: the OpenMP wait policy it picks for the torch subcommands."""
+"""The `eegfm` dispatcher: the OpenMP wait policy of the torch subcommands, `-v`, and how a
+command ends on Ctrl-C, a closed pipe or an unexpected exception."""
 
 from __future__ import annotations
 
@@ -68,3 +69,52 @@ def test_closed_pipe_ends_quietly() -> None:
     err = writer.stderr.read()
     assert writer.wait(timeout=60) == cli.EXIT_BROKEN_PIPE
     assert b"Traceback" not in err and b"BrokenPipe" not in err and b"Exception" not in err
+
+
+def _crash(argv: list[str]) -> int:
+    raise RuntimeError("shard index\nout of range")
+
+
+def test_internal_error_is_one_line_and_exit_1(monkeypatch, capsys) -> None:
+    monkeypatch.setattr("eegfm.prep.cli_inspect.main", _crash)
+    assert cli.main(["inspect", "somewhere"]) == 1
+    assert capsys.readouterr().err == (
+        "eegfm inspect: internal error: RuntimeError: shard index out of range "
+        "(rerun with -v for the traceback)\n")
+
+
+@pytest.mark.parametrize("argv", [["-v", "inspect", "DIR"], ["--verbose", "inspect", "DIR"],
+                                  ["inspect", "DIR", "-v"], ["inspect", "-v", "DIR"]])
+def test_verbose_prints_the_traceback(monkeypatch, capsys, argv: list[str]) -> None:
+    seen = []
+
+    def crash(rest: list[str]) -> int:
+        seen.append(rest)
+        return _crash(rest)
+
+    monkeypatch.setattr("eegfm.prep.cli_inspect.main", crash)
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):")
+    assert "RuntimeError: shard index\nout of range" in err and "internal error" not in err
+    assert seen == [["DIR"]], "the command never sees -v"
+
+
+def test_verbose_after_double_dash_belongs_to_the_command() -> None:
+    assert cli.split_verbose(["predict", "--", "-v"]) == (False, ["predict", "--", "-v"])
+    assert cli.split_verbose(["-v", "prep", "--", "-v"]) == (True, ["prep", "--", "-v"])
+
+
+def test_expected_errors_keep_their_exit_codes_with_verbose(tmp_path, capsys) -> None:
+    with pytest.raises(SystemExit) as usage:  # argparse: a usage error
+        cli.main(["-v", "validate"])
+    assert usage.value.code == 2
+    assert cli.main(["-v", "frobnicate"]) == 2
+    assert cli.main(["-v", "validate", str(tmp_path / "missing"), "--no-progress"]) == 1
+    assert cli.main(["-v", "inspect", str(tmp_path / "missing")]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_verbose_alone_prints_the_usage(capsys) -> None:
+    assert cli.main(["-v"]) == 0
+    assert "usage: eegfm [-v] COMMAND" in capsys.readouterr().out

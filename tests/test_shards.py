@@ -13,11 +13,14 @@ import pytest
 
 from eegfm.shards import (
     FORMAT,
+    FORMAT_VERSION,
+    METADATA_SHA256,
     PREP_CONFIG,
     Recording,
     ShardReader,
     ShardWriter,
     events_frame,
+    metadata_sha256,
     read_manifest,
     validate_shards,
 )
@@ -201,6 +204,25 @@ def test_validate_reports_schema_problems(tmp_path):
     assert any("toy__a" in p and "expected (4, 999)" in p for p in problems)
     assert any("shard-00007.h5" in p and "not listed" in p for p in problems)
     assert validate_shards(tmp_path / "missing")
+
+
+def test_metadata_checksum_is_the_same_for_a_copy_and_a_second_write(tmp_path):
+    recording = _recording("toy__a")
+    _write_dir(tmp_path / "direct", [recording])
+    with ShardWriter(tmp_path / "staged", sfreq=200.0, manifest_name=None) as staged:
+        staged.write(recording)
+    _write_dir(tmp_path / "copied", [])
+    with ShardWriter(tmp_path / "copied", sfreq=200.0, config_hash="cfg") as writer:
+        writer.write_staged(staged.entries[0])  # copied by HDF5, as `prep --workers N` does
+    checksums = []
+    for folder in ("direct", "copied"):
+        assert validate_shards(tmp_path / folder) == []
+        with h5py.File(tmp_path / folder / "shard-00000.h5") as handle:
+            assert handle.attrs["format_version"] == FORMAT_VERSION
+            group = handle["toy__a"]
+            assert group.attrs[METADATA_SHA256] == metadata_sha256(group)
+            checksums.append(group.attrs[METADATA_SHA256])
+    assert checksums[0] == checksums[1]
 
 
 def test_memory_mapped_windows_equal_hdf5_reads(tmp_path, monkeypatch):

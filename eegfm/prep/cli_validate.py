@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from eegfm.shards import read_manifest, validate_shards
+from eegfm.shards import check_shards, read_manifest
 
 
 def main(argv: list[str]) -> int:
@@ -17,7 +17,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("directory", metavar="DIR")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    problems = validate_shards(args.directory, progress=not args.no_progress)
+    report = check_shards(args.directory, progress=not args.no_progress)
+    problems = report.problems
+    for note in report.notes:
+        print(f"NOTE {note}", file=sys.stderr)
     if problems:
         for problem in problems:
             print(f"DAMAGED {problem}", file=sys.stderr)

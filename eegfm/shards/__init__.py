@@ -8,7 +8,8 @@ rename, so a crash never leaves a listed shard that is incomplete.
 Each recording is one HDF5 group: `data` float32 (C, T) µV chunked (C, ~2 s), `coords` and
 `ref_coords` float32 (C, 3) metres, `ch_names`, an `events` table and provenance attrs. The stored
 `sha256` is taken over the data in sample-major order (T, C) as little-endian bytes of the stored
-dtype, so it can be computed while a recording is streamed in time chunks.
+dtype, so it can be computed while a recording is streamed in time chunks; `metadata_sha256`
+(format 2 on) covers positions, channel names, events and attrs.
 """
 
 from eegfm.shards.format import (
@@ -17,6 +18,9 @@ from eegfm.shards.format import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    METADATA_CHECKSUM_VERSION,
+    METADATA_SHA256,
+    OLDEST_FORMAT_VERSION,
     PREP_CONFIG,
     ManifestEntry,
     Recording,
@@ -24,13 +28,20 @@ from eegfm.shards.format import (
     empty_events,
     events_frame,
     manifest_files,
+    metadata_sha256,
     read_attrs,
     read_manifest,
     write_attrs,
     write_jsonl_atomic,
 )
 from eegfm.shards.reader import ShardDataError, ShardReader
-from eegfm.shards.validate import REQUIRED_ATTRS, data_sha256, validate_shards
+from eegfm.shards.validate import (
+    REQUIRED_ATTRS,
+    ValidationReport,
+    check_shards,
+    data_sha256,
+    validate_shards,
+)
 from eegfm.shards.writer import RecordingStream, ShardWriteError, ShardWriter
 
 __all__ = [
@@ -39,6 +50,9 @@ __all__ = [
     "FORMAT",
     "FORMAT_VERSION",
     "MANIFEST",
+    "METADATA_CHECKSUM_VERSION",
+    "METADATA_SHA256",
+    "OLDEST_FORMAT_VERSION",
     "PREP_CONFIG",
     "REQUIRED_ATTRS",
     "ManifestEntry",
@@ -48,11 +62,14 @@ __all__ = [
     "ShardReader",
     "ShardWriteError",
     "ShardWriter",
+    "ValidationReport",
     "Window",
+    "check_shards",
     "data_sha256",
     "empty_events",
     "events_frame",
     "manifest_files",
+    "metadata_sha256",
     "read_attrs",
     "read_manifest",
     "validate_shards",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import re
@@ -16,7 +17,10 @@ import numpy as np
 import pandas as pd
 
 FORMAT = "eegfm-shard"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+OLDEST_FORMAT_VERSION = 1  # shards of every version from here on still read and validate
+METADATA_CHECKSUM_VERSION = 2  # from this version on each recording carries METADATA_SHA256
+METADATA_SHA256 = "metadata_sha256"  # group attr: checksum of positions, names, events, attrs
 MANIFEST = "manifest.jsonl"
 FAILURES = "failures.jsonl"
 PREP_CONFIG = "prep_config.yaml"
@@ -194,6 +198,35 @@ def read_attrs(node: h5py.Group) -> dict:
             value = value.decode()
         out[key] = json.loads(value) if key in as_json else _plain(value)
     return out
+
+
+def metadata_sha256(group: h5py.Group) -> str:
+    """Checksum of a recording's metadata: coords, ref_coords, ch_names, events and attrs.
+
+    Taken over canonical bytes, not HDF5's layout, so that a copy or a rewrite keeps it:
+    positions as little-endian float64, names and event labels as UTF-8 joined by NUL, event
+    columns as little-endian int64, and the attrs (all but this checksum) as sorted compact JSON
+    of their decoded values. Each part is framed by its name and length.
+    """
+    sha = hashlib.sha256()
+
+    def part(name: str, payload: bytes) -> None:
+        sha.update(name.encode() + b"\0" + len(payload).to_bytes(8, "little"))
+        sha.update(payload)
+
+    for name in ("coords", "ref_coords"):
+        part(name, np.asarray(group[name][()], dtype="<f8").tobytes())
+    part("ch_names", "\0".join(group["ch_names"].asstr()[()]).encode())
+    events = group["events"][()]
+    for column in ("onset", "duration", "code"):
+        part(f"events.{column}", np.asarray(events[column], dtype="<i8").tobytes())
+    labels = [x.decode() if isinstance(x, bytes) else str(x) for x in events["label"]]
+    part("events.label", "\0".join(labels).encode())
+    attrs = {k: v for k, v in read_attrs(group).items() if k != METADATA_SHA256}
+    text = json.dumps(attrs, sort_keys=True, ensure_ascii=False, separators=(",", ":"),
+                      default=_json_default)
+    part("attrs", text.encode())
+    return sha.hexdigest()
 
 
 def _plain(value: Any) -> Any:

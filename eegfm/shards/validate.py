@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -13,8 +14,12 @@ from eegfm.shards.format import (
     EVENT_DTYPE,
     FORMAT,
     FORMAT_VERSION,
+    METADATA_CHECKSUM_VERSION,
+    METADATA_SHA256,
+    OLDEST_FORMAT_VERSION,
     PREP_CONFIG,
     ManifestEntry,
+    metadata_sha256,
     read_attrs,
     read_manifest,
 )
@@ -50,14 +55,28 @@ def data_sha256(dataset: h5py.Dataset, block_samples: int = 1 << 16) -> str:
     return sha.hexdigest()
 
 
+@dataclass
+class ValidationReport:
+    """What `check_shards` found: damage (`problems`) and what is intact but worth knowing."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
 def validate_shards(root: os.PathLike, progress: bool = False) -> list[str]:
     """Check schema and recompute every checksum; return the problems found (empty = valid)."""
+    return check_shards(root, progress).problems
+
+
+def check_shards(root: os.PathLike, progress: bool = False) -> ValidationReport:
+    """`validate_shards` with its notes (such as shards of a format without metadata checksum)."""
     root = Path(root)
     try:
         entries = read_manifest(root)
     except (FileNotFoundError, ValueError) as error:
-        return [str(error)]
-    problems = []
+        return ValidationReport([str(error)])
+    report = ValidationReport()
+    problems = report.problems
     if not (root / PREP_CONFIG).is_file():
         problems.append(f"{root}: {PREP_CONFIG} is missing")
     by_shard: dict[str, list[ManifestEntry]] = {}
@@ -80,43 +99,76 @@ def validate_shards(root: os.PathLike, progress: bool = False) -> list[str]:
         from tqdm import tqdm
 
         shards = tqdm(shards, desc="validate", unit="shard")
+    unchecked: dict[int, list[str]] = {}  # format version without metadata checksum -> shards
     for shard, shard_entries in shards:
-        problems += _validate_shard(root / shard, shard_entries)
-    return problems
+        shard_problems, version = _validate_shard(root / shard, shard_entries)
+        problems += shard_problems
+        if version is not None and version < METADATA_CHECKSUM_VERSION:
+            unchecked.setdefault(version, []).append(shard)
+    for version, names in sorted(unchecked.items()):
+        named = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        report.notes.append(
+            f"format {version}: metadata not checksummed in {len(names)} shard(s) ({named}): "
+            "positions, channel names, events and attrs are not checked, the data is; "
+            f"`eegfm prep` into a new --out writes format {FORMAT_VERSION}"
+        )
+    return report
 
 
-def _validate_shard(path: Path, entries: list[ManifestEntry]) -> list[str]:
+def _format_version(attrs: dict) -> int | None:
+    """The shard's format version if it is an eegfm shard this code reads, else None."""
+    try:
+        version = int(attrs.get("format_version", -1))
+    except (TypeError, ValueError):  # damaged attr: reported as not an eegfm shard
+        return None
+    if attrs.get("format") != FORMAT or not OLDEST_FORMAT_VERSION <= version <= FORMAT_VERSION:
+        return None
+    return version
+
+
+def _validate_shard(path: Path, entries: list[ManifestEntry]) -> tuple[list[str], int | None]:
+    """Problems of one shard file, and its format version (None if unknown)."""
     if not path.is_file():
-        return [f"{path.name}: listed in the manifest but missing"]
+        return [f"{path.name}: listed in the manifest but missing"], None
     problems = []
     try:
         handle = h5py.File(path, "r")
     except OSError as error:
-        return [f"{path.name}: cannot open ({error})"]
+        return [f"{path.name}: cannot open ({error})"], None
     with handle:
         try:
             attrs = dict(handle.attrs)
         except Exception as error:  # damaged file metadata: report it, validate the other shards
-            return [f"{path.name}: unreadable file attributes ({type(error).__name__}: {error})"]
-        if attrs.get("format") != FORMAT or int(attrs.get("format_version", -1)) != FORMAT_VERSION:
-            problems.append(f"{path.name}: not an {FORMAT} v{FORMAT_VERSION} file")
+            return [
+                f"{path.name}: unreadable file attributes ({type(error).__name__}: {error})"
+            ], None
+        version = _format_version(attrs)
+        if version is None:
+            problems.append(
+                f"{path.name}: not an {FORMAT} file of version {OLDEST_FORMAT_VERSION} to "
+                f"{FORMAT_VERSION} (format {attrs.get('format')!r}, "
+                f"format_version {attrs.get('format_version')!r})"
+            )
         if attrs.get("units") != "uV":
             problems.append(f"{path.name}: units attr is {attrs.get('units')!r}, expected 'uV'")
+        check_metadata = version is None or version >= METADATA_CHECKSUM_VERSION
         for entry in entries:
             try:
                 problems += [
                     f"{path.name}: recording {entry.recording_id}: {p}"
-                    for p in _validate_recording(handle, entry, attrs)
+                    for p in _validate_recording(handle, entry, attrs, check_metadata)
                 ]
             except Exception as error:  # any HDF5 read error means damage; report, keep going
                 problems.append(
                     f"{path.name}: recording {entry.recording_id}: unreadable "
                     f"({type(error).__name__}: {error})"
                 )
-    return problems
+    return problems, version
 
 
-def _validate_recording(handle: h5py.File, entry: ManifestEntry, file_attrs: dict) -> list[str]:
+def _validate_recording(
+    handle: h5py.File, entry: ManifestEntry, file_attrs: dict, check_metadata: bool
+) -> list[str]:
     if entry.recording_id not in handle:
         return ["group missing"]
     group = handle[entry.recording_id]
@@ -141,11 +193,22 @@ def _validate_recording(handle: h5py.File, entry: ManifestEntry, file_attrs: dic
         problems.append(f"manifest sfreq {entry.sfreq} differs from shard sfreq")
     if attrs.get("sha256") != entry.sha256:
         problems.append("sha256 in the manifest differs from the one stored in the shard")
-    if not problems:
-        computed = data_sha256(group["data"])
-        if computed != entry.sha256:
+    if problems:  # checksums only over a recording of the right shape
+        return problems
+    if check_metadata:
+        stored = attrs.get(METADATA_SHA256)
+        computed = metadata_sha256(group)
+        if stored is None:
+            problems.append(f"metadata checksum missing (no {METADATA_SHA256} attr)")
+        elif computed != stored:
             problems.append(
-                f"data checksum mismatch (stored {entry.sha256[:12]}, "
-                f"computed {computed[:12]}): the data is damaged"
+                f"metadata checksum mismatch (stored {str(stored)[:12]}, computed "
+                f"{computed[:12]}): positions, channel names, events or attrs were changed"
             )
+    computed = data_sha256(group["data"])
+    if computed != entry.sha256:
+        problems.append(
+            f"data checksum mismatch (stored {entry.sha256[:12]}, "
+            f"computed {computed[:12]}): the data is damaged"
+        )
     return problems

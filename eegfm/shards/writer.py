@@ -20,10 +20,12 @@ from eegfm.shards.format import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
+    METADATA_SHA256,
     ManifestEntry,
     Recording,
     empty_events,
     fsync_dir,
+    metadata_sha256,
     write_attrs,
     write_jsonl_atomic,
 )
@@ -211,7 +213,10 @@ class RecordingStream:
         self._group.create_dataset("events", data=table, dtype=EVENT_DTYPE)
         attrs = dict(attrs or {})
         attrs["sha256"] = self._sha.hexdigest()
+        attrs.pop(METADATA_SHA256, None)  # attrs copied from another shard: computed anew below
         write_attrs(self._group, attrs)
+        # taken over what the file now holds, so that validate recomputes the same bytes
+        self._group.attrs[METADATA_SHA256] = metadata_sha256(self._group)
         self.writer._check()
         self.writer._add_entry(self._entry(attrs, events))
 
