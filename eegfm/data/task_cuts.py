@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -67,10 +67,19 @@ def recording_label(task: TaskConfig, reader, entry, pattern, table) -> dict | N
             if key in table:
                 return table[key]
         return None
-    value = getattr(entry, task.field, None)
+    value = field_value(entry, task.field)
     if value is None:
-        value = reader.attrs(entry.recording_id).get(task.field)
+        value = field_value(reader.attrs(entry.recording_id), task.field)
     return None if value is None else {"label": str(value)}
+
+
+def field_value(record: Any, name: str) -> Any:
+    """A manifest field or attr; a dotted name reads into a dict (``participant.sex``)."""
+    head, *keys = name.split(".")
+    value = record.get(head) if isinstance(record, dict) else getattr(record, head, None)
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def event_cuts(task: TaskConfig, reader, entries, rate: float, length: int

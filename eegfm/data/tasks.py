@@ -3,7 +3,8 @@
 Three ways to label (``configs/finetune/*.yaml``, section ``task``):
 
 - ``type: recording``: one label per recording, from a regex on the source path
-  (``label_from: filename``), a manifest field or recording attribute (``manifest``) or a CSV of
+  (``label_from: filename``), a manifest field or recording attribute (``manifest``; a dotted
+  ``field`` such as ``participant.sex`` reads a BIDS participants.tsv column) or a CSV of
   recording -> label (``csv``); each recording is cut into fixed windows (``window_s``,
   ``stride_s``). eegmat, clinical normal/abnormal sets.
 - ``type: events``: windows ``[onset + tmin_s, onset + tmax_s)`` around shard events whose label
@@ -44,7 +45,8 @@ class TaskConfig:
     type: Literal["recording", "events"] = "recording"
     label_from: Literal["filename", "manifest", "csv"] = "filename"
     pattern: str | None = None  # regex searched in the source path, then the recording id
-    field: str | None = None  # manifest field or recording attribute holding the label
+    field: str | None = None  # manifest field or recording attribute holding the label;
+    # a dotted name reads into a dict field: participant.sex (BIDS participants.tsv)
     csv: str | None = None  # CSV with columns recording,label[,subject]
     classes: dict[str, str] | None = None  # raw label (or event code) -> class name, in order
     window_s: float = 4.0  # recording tasks: window length

@@ -16,6 +16,8 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
+from eegfm.training.errors import PretrainConfigError
+
 log = logging.getLogger(__name__)
 
 # Stream tags: each random decision of an epoch draws from its own seeded stream, so adding a
@@ -56,7 +58,7 @@ class WindowIndex:
             raise ValueError(f"window_samples must be positive, got {window_samples}")
         sfreqs = sorted({float(e.sfreq) for e in entries})
         if len(sfreqs) > 1:
-            raise ValueError(
+            raise PretrainConfigError(
                 f"shard directories mix sampling rates {sfreqs}: re-run `eegfm prep` with one "
                 "common `sfreq` for every directory passed to --data"
             )
@@ -70,7 +72,7 @@ class WindowIndex:
                 window_samples,
             )
         if not usable:
-            raise ValueError(
+            raise PretrainConfigError(
                 f"no recording holds a full window of {window_samples} samples "
                 f"({len(entries)} recordings in the manifest): use a shorter `window_s`"
             )
@@ -92,13 +94,13 @@ class WindowIndex:
             return None
         unknown = sorted(set(weights) - set(self.datasets.tolist()))
         if unknown:
-            raise ValueError(
+            raise PretrainConfigError(
                 f"data.dataset_weights names datasets {unknown} that are not in the shards; "
                 f"known datasets: {self.datasets.tolist()}"
             )
         values = np.array([float(weights.get(d, 1.0)) for d in self.datasets])
         if (values < 0).any() or not np.isfinite(values).all() or values.sum() == 0:
-            raise ValueError(
+            raise PretrainConfigError(
                 f"data.dataset_weights must be finite, >= 0 and not all 0: {dict(weights)}"
             )
         return values
@@ -271,10 +273,10 @@ class ShardWindowDataset(Dataset):
     def __init__(self, reader: Any, index: WindowIndex, *, max_channels: int | None = None,
                  on_bad_window: str = "raise") -> None:
         if max_channels is not None and max_channels < 1:
-            raise ValueError(f"data.max_channels must be >= 1 or null, got {max_channels}")
+            raise PretrainConfigError(f"data.max_channels must be >= 1 or null, got {max_channels}")
         if on_bad_window not in BAD_WINDOW_POLICIES:
-            raise ValueError(f"data.on_bad_window must be one of {BAD_WINDOW_POLICIES}, "
-                             f"got {on_bad_window!r}")
+            raise PretrainConfigError(f"data.on_bad_window must be one of {BAD_WINDOW_POLICIES}, "
+                                      f"got {on_bad_window!r}")
         self.reader, self.index, self.max_channels = reader, index, max_channels
         self.on_bad_window = on_bad_window
 

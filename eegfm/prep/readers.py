@@ -1,7 +1,8 @@
 """Opening a source item: MNE readers with per-file options, provenance and fingerprints.
 
 `load_item` yields the recordings of one `SourceItem` with their identity (dataset, subject,
-session, run) and provenance (source files and their checksum).
+session, run; for BIDS also task, acquisition and the subject's `participants.tsv` row) and
+provenance (source files and their checksum).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from eegfm.prep.sources import (
     NIHON_KOHDEN_SIDECARS,
     RawRecording,
     SourceItem,
+    bids_participant,
     entities_from_name,
     moabb_dataset,
 )
@@ -296,6 +298,9 @@ def load_item(item: SourceItem, config: PrepConfig) -> Iterator[RawRecording]:
             "subject": bids_path.subject,
             "session": bids_path.session,
             "run": None if bids_path.run is None else str(bids_path.run),
+            "task": bids_path.task,
+            "acquisition": bids_path.acquisition,
+            "participant": bids_participant(Path(bids_path.root), bids_path.subject),
         }
         recording_id = item.recording_id(bids_path.basename.rsplit(".", 1)[0])
     else:

@@ -6,6 +6,8 @@ file, BIDS recording or MOABB subject); `eegfm.prep.readers.load_item` opens one
 
 from __future__ import annotations
 
+import csv
+import math
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -185,3 +187,38 @@ def entities_from_name(name: str, config: PrepConfig) -> dict[str, str | None]:
     match = re.search(config.entity_regex, Path(name).name)
     found = match.groupdict() if match else {}
     return {key: found.get(key) for key in ("subject", "session", "run")}
+
+
+def bids_participant(bids_root: Path, subject: str | None) -> dict[str, Any]:
+    """The subject's row of `participants.tsv` (all columns but participant_id); {} if none.
+
+    Values stay as written, except 'n/a' (None) and numbers: integers written without leading
+    zeros become int, other finite numbers float, so `age` sorts and averages as a number
+    while a code like '01' keeps its zero.
+    """
+    table = bids_root / "participants.tsv"
+    if subject is None or not table.is_file():
+        return {}
+    with open(table, encoding="utf-8", newline="") as handle:
+        for row in csv.DictReader(handle, delimiter="\t"):
+            if row.get("participant_id") == f"sub-{subject}":
+                return {
+                    key: _tsv_value(value) for key, value in row.items()
+                    if key and key != "participant_id"
+                }
+    return {}
+
+
+def _tsv_value(text: str | None) -> Any:
+    text = (text or "").strip()
+    if text in ("", "n/a"):
+        return None
+    if re.fullmatch(r"-?(0|[1-9][0-9]*)", text):
+        return int(text)
+    if re.fullmatch(r"-?0[0-9]+", text):
+        return text  # a code such as '01', not a number
+    try:
+        number = float(text)
+    except ValueError:
+        return text
+    return number if math.isfinite(number) else text

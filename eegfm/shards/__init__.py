@@ -10,7 +10,16 @@ Each recording is one HDF5 group: `data` float32 (C, T) µV chunked (C, ~2 s), `
 `sha256` is taken over the data in sample-major order (T, C) as little-endian bytes of the stored
 dtype, so it can be computed while a recording is streamed in time chunks; `metadata_sha256`
 (format 2 on) covers positions, channel names, events and attrs.
+
+Data back out: `to_raw` gives a recording as an `mne.io.RawArray`, `to_braindecode` a shard
+directory as a braindecode dataset; both load on first use, so importing `eegfm.shards` (in
+every data-loader worker) does not import MNE or braindecode.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 from eegfm.shards.format import (
     EVENT_DTYPE,
@@ -44,6 +53,8 @@ from eegfm.shards.validate import (
 )
 from eegfm.shards.writer import RecordingStream, ShardWriteError, ShardWriter
 
+_LAZY = {"to_raw": "eegfm.shards.mne_io", "to_braindecode": "eegfm.shards.braindecode_io"}
+
 __all__ = [
     "EVENT_DTYPE",
     "FAILURES",
@@ -72,7 +83,16 @@ __all__ = [
     "metadata_sha256",
     "read_attrs",
     "read_manifest",
+    "to_braindecode",
+    "to_raw",
     "validate_shards",
     "write_attrs",
     "write_jsonl_atomic",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Resolve the names that import MNE or braindecode (`to_raw`, `to_braindecode`)."""
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'eegfm.shards' has no attribute {name!r}")

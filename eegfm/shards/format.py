@@ -67,6 +67,9 @@ class ManifestEntry:
     fingerprint: str = ""  # raw-sample fingerprint used to spot the same recording twice
     localization: dict = field(default_factory=dict)  # how coordinates were found (counts, ...)
     bad_channels: list = field(default_factory=list)  # flagged flat / noisy / bad in the file
+    task: str | None = None  # BIDS entities beside subject/session/run (None elsewhere)
+    acquisition: str | None = None
+    participant: dict = field(default_factory=dict)  # the subject's BIDS participants.tsv row
     root: str = ""
 
     @property

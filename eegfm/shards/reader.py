@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 
 from eegfm.shards.format import ManifestEntry, Window, events_frame, read_attrs, read_manifest
-from eegfm.shards.validate import data_sha256
+from eegfm.shards.validate import checks_metadata, checksum_problems
 
 
 class ShardDataError(OSError, ValueError):
-    """A shard that cannot be read, or a recording whose data fails its checksum.
+    """A shard that cannot be read, or a recording that fails its data or metadata checksum.
 
     The message names the shard file (and the recording) and says how to find the others.
     An OSError like h5py's own read errors (`on_bad_window: skip` skips it), and a ValueError
@@ -118,7 +118,8 @@ class ShardReader:
                 self._index[entry.recording_id] = entry
                 self.entries.append(entry)
         self.max_open_files, self.rdcc_nbytes = max_open_files, rdcc_nbytes
-        self.verify = verify  # check each recording's data checksum when first opened
+        # check each recording's checksums (data; metadata from format 2 on) when first opened
+        self.verify = verify
         self._reset_handles()
 
     def _reset_handles(self) -> None:
@@ -198,13 +199,12 @@ class ShardReader:
         group = handle[entry.recording_id]
         data = group["data"]
         if self.verify and entry.recording_id not in self._verified:
-            computed = data_sha256(data)
+            problems = checksum_problems(group, entry, checks_metadata(handle.attrs))
             self._verified[entry.recording_id] = None
-            if computed != entry.sha256:
+            if problems:
                 path = Path(entry.root) / entry.shard
                 self._verified[entry.recording_id] = (
-                    f"{path}: recording {entry.recording_id}: data checksum mismatch (manifest "
-                    f"{entry.sha256[:12]}, computed {computed[:12]}): the data is damaged; "
+                    f"{path}: recording {entry.recording_id}: {'; '.join(problems)}; "
                     f"{self._advice(path)}"
                 )
                 raise ShardDataError(self._verified[entry.recording_id])

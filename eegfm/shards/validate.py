@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,45 @@ def data_sha256(dataset: h5py.Dataset, block_samples: int = 1 << 16) -> str:
             .tobytes()
         )
     return sha.hexdigest()
+
+
+def checks_metadata(file_attrs: Mapping) -> bool:
+    """Whether a shard's recordings carry a metadata checksum to check (format 2 on).
+
+    A file of unknown format is checked too: nothing vouches for its metadata.
+    """
+    version = _format_version(file_attrs)
+    return version is None or version >= METADATA_CHECKSUM_VERSION
+
+
+def checksum_problems(group: h5py.Group, entry: ManifestEntry, check_metadata: bool) -> list[str]:
+    """Recompute a recording's checksums (metadata if `check_metadata`, then data); mismatches.
+
+    The one check behind `eegfm validate` and the loader's `data.verify`. Expects a recording
+    of the manifest's shape (`_validate_recording` checks that first).
+    """
+    problems = []
+    if check_metadata:
+        # this one attr alone, not `read_attrs`: metadata_sha256 reads them all again, and
+        # HDF5 attr reads are most of the check's cost
+        stored = group.attrs.get(METADATA_SHA256)
+        stored = stored.decode() if isinstance(stored, bytes) else stored
+        if stored is None:
+            problems.append(f"metadata checksum missing (no {METADATA_SHA256} attr)")
+        else:
+            computed = metadata_sha256(group)
+            if computed != stored:
+                problems.append(
+                    f"metadata checksum mismatch (stored {str(stored)[:12]}, computed "
+                    f"{computed[:12]}): positions, channel names, events or attrs were changed"
+                )
+    computed = data_sha256(group["data"])
+    if computed != entry.sha256:
+        problems.append(
+            f"data checksum mismatch (stored {entry.sha256[:12]}, "
+            f"computed {computed[:12]}): the data is damaged"
+        )
+    return problems
 
 
 @dataclass
@@ -115,7 +155,7 @@ def check_shards(root: os.PathLike, progress: bool = False) -> ValidationReport:
     return report
 
 
-def _format_version(attrs: dict) -> int | None:
+def _format_version(attrs: Mapping) -> int | None:
     """The shard's format version if it is an eegfm shard this code reads, else None."""
     try:
         version = int(attrs.get("format_version", -1))
@@ -151,7 +191,7 @@ def _validate_shard(path: Path, entries: list[ManifestEntry]) -> tuple[list[str]
             )
         if attrs.get("units") != "uV":
             problems.append(f"{path.name}: units attr is {attrs.get('units')!r}, expected 'uV'")
-        check_metadata = version is None or version >= METADATA_CHECKSUM_VERSION
+        check_metadata = checks_metadata(attrs)
         for entry in entries:
             try:
                 problems += [
@@ -195,20 +235,4 @@ def _validate_recording(
         problems.append("sha256 in the manifest differs from the one stored in the shard")
     if problems:  # checksums only over a recording of the right shape
         return problems
-    if check_metadata:
-        stored = attrs.get(METADATA_SHA256)
-        computed = metadata_sha256(group)
-        if stored is None:
-            problems.append(f"metadata checksum missing (no {METADATA_SHA256} attr)")
-        elif computed != stored:
-            problems.append(
-                f"metadata checksum mismatch (stored {str(stored)[:12]}, computed "
-                f"{computed[:12]}): positions, channel names, events or attrs were changed"
-            )
-    computed = data_sha256(group["data"])
-    if computed != entry.sha256:
-        problems.append(
-            f"data checksum mismatch (stored {entry.sha256[:12]}, "
-            f"computed {computed[:12]}): the data is damaged"
-        )
-    return problems
+    return checksum_problems(group, entry, check_metadata)

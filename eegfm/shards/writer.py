@@ -241,6 +241,9 @@ class RecordingStream:
             fingerprint=str(attrs.get("fingerprint", "")),
             localization=dict(attrs.get("localization") or {}),
             bad_channels=list(attrs.get("bad_channels") or []),
+            task=attrs.get("task"),
+            acquisition=attrs.get("acquisition"),
+            participant=dict(attrs.get("participant") or {}),
         )
 
 

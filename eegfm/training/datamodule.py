@@ -16,6 +16,7 @@ from torch.utils.data import DataLoader
 from eegfm.data.collate import PadCollate, detach_batch, pad_collate
 from eegfm.data.windows import DistributedWindowBatchSampler, ShardWindowDataset, WindowIndex
 from eegfm.shards import ShardReader
+from eegfm.training.errors import PretrainConfigError
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +133,15 @@ class PretrainDataModule(L.LightningDataModule):
         on_bad_window: "raise" (default) stops on a window that cannot be read or holds
             NaN/Inf; "skip" replaces it by another window of its batch and warns once per
             recording (run `eegfm validate` to find damaged shards).
-        verify: check each recording's data checksum when a loader process first opens it,
-            so damaged data stops the run (or, with on_bad_window "skip", is left out) instead
-            of being trained on. Costs one read of every recording per loader process
-            (docs/pretrain.md).
+        verify: check each recording's checksums when a loader process first opens it (the
+            data's, and from shard format 2 on the metadata's: positions, channel names,
+            events, attrs), as `eegfm validate` does, so a damaged recording stops the run (or,
+            with on_bad_window "skip", is left out) instead of being trained on. Costs one read
+            of every recording per loader process (docs/pretrain.md).
+
+    Options only the shards can reject (a missing --data directory, a batch larger than an epoch,
+    a window longer than every recording) raise `PretrainConfigError` in `setup`, which
+    `eegfm pretrain` reports as a configuration error.
     """
 
     def __init__(
@@ -158,11 +164,16 @@ class PretrainDataModule(L.LightningDataModule):
         if isinstance(roots, str):
             roots = [roots]
         if not roots:
-            raise ValueError("data.roots is empty: pass shard directories with --data DIR [DIR...]")
+            raise PretrainConfigError(
+                "data.roots is empty: pass shard directories with --data DIR [DIR...]"
+            )
         if window_s <= 0:
-            raise ValueError(f"data.window_s must be positive, got {window_s}")
-        if batch_size <= 0:  # checked again by the sampler; here it is a configuration error
-            raise ValueError(f"data.batch_size must be positive, got {batch_size}")
+            raise PretrainConfigError(f"data.window_s must be positive, got {window_s}")
+        # checked again by the sampler and the dataset; here, before anything is written
+        if batch_size <= 0:
+            raise PretrainConfigError(f"data.batch_size must be positive, got {batch_size}")
+        if max_channels is not None and max_channels < 1:
+            raise PretrainConfigError(f"data.max_channels must be >= 1 or null, got {max_channels}")
         self.save_hyperparameters()
         self.roots = [str(r) for r in roots]
         self.reader: ShardReader | None = None
@@ -181,11 +192,23 @@ class PretrainDataModule(L.LightningDataModule):
 
     def _index(self) -> WindowIndex:
         if self.index is None:
-            self.reader = ShardReader(self.roots, verify=self.hparams.verify)
+            try:
+                self.reader = ShardReader(self.roots, verify=self.hparams.verify)
+            except (FileNotFoundError, ValueError) as error:
+                # only the manifests are read here: what they reject is the --data argument (a
+                # missing or foreign directory, a malformed manifest), not a shard's content
+                raise PretrainConfigError(str(error)) from error
             if not self.reader.entries:
-                raise ValueError(f"no recordings in the manifests of {self.roots}: run eegfm prep")
+                raise PretrainConfigError(
+                    f"no recordings in the manifests of {self.roots}: run eegfm prep"
+                )
             sfreq = float(self.reader.entries[0].sfreq)
             window = round(self.hparams.window_s * sfreq)
+            if window < 1:
+                raise PretrainConfigError(
+                    f"data.window_s={self.hparams.window_s} is shorter than one sample at "
+                    f"{sfreq} Hz: choose a window of whole patches"
+                )
             self.index = WindowIndex(
                 self.reader.entries, window, dataset_weights=self.hparams.dataset_weights
             )
@@ -215,7 +238,7 @@ class PretrainDataModule(L.LightningDataModule):
             len(self.sampler),
         )
         if len(self.sampler) == 0:
-            raise ValueError(
+            raise PretrainConfigError(
                 f"data.batch_size={self.hparams.batch_size} x {world} ranks is larger than one "
                 f"epoch of windows ({math.fsum(index.n_samples // index.window_samples):.0f}): "
                 "lower the batch size or add recordings"

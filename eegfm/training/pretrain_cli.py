@@ -26,6 +26,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from eegfm.shards.reader import ShardDataError
 from eegfm.training.callbacks import EncoderExport, StepMetricsLogger
 from eegfm.training.datamodule import PretrainDataModule
+from eegfm.training.errors import PretrainConfigError
 from eegfm.training.pretrain_module import MaskedPretrainModule
 
 CHECKPOINT_DEFAULTS = {
@@ -186,9 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run `eegfm pretrain`; resumes from the run directory unless --resume never.
 
     A run stopped by SIGTERM exits with status 143 (128 + SIGTERM), not 0; a configuration
-    error (an option the model or data reject, a missing --resume file) is one line, status 2;
-    a shard that cannot be read (or fails its checksum with data.verify) is one line naming it,
-    status 1."""
+    error (an option the model or data reject, when the command is built or once they meet in
+    `fit`; a missing --resume file) is one line, status 2; a shard that cannot be read (or fails
+    a checksum with data.verify) is one line naming it, status 1."""
     try:
         cli = build_cli(list(sys.argv[1:] if argv is None else argv))
         run_dir = Path(cli.trainer.default_root_dir)
@@ -205,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
     except ShardDataError as error:
         print(f"eegfm pretrain: {_reader_message(error)}", file=sys.stderr)
         return 1
+    except PretrainConfigError as error:  # not ValueError: any other one inside fit is a bug
+        print(f"eegfm pretrain: {error}", file=sys.stderr)
+        return 2
     except SIGTERMException as stop:
         # Lightning ends a run on SIGTERM (a requeue, pre-emption, `scancel`, a pod eviction)
         # after the current step with a bare SystemExit, i.e. exit status 0, as if it had

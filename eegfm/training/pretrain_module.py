@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from eegfm.models import MASK_KINDS, MaskedPretrainer, create_model
+from eegfm.training.errors import PretrainConfigError
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
@@ -167,13 +168,13 @@ class MaskedPretrainModule(L.LightningModule):
         if data is None or not hasattr(data, "sfreq"):
             return
         if abs(float(data.sfreq) - float(self.encoder.sfreq)) > 1e-6:
-            raise ValueError(
+            raise PretrainConfigError(
                 f"shards are at {data.sfreq} Hz but encoder {self.hparams.encoder!r} expects "
                 f"{self.encoder.sfreq} Hz: re-run `eegfm prep` at that rate or set "
                 "model.encoder_overrides.sfreq"
             )
         if data.window_samples % self.patch_len:
-            raise ValueError(
+            raise PretrainConfigError(
                 f"data.window_s gives {data.window_samples} samples, not a multiple of the "
                 f"encoder's patch_len {self.patch_len}: choose a window of whole patches"
             )
