@@ -12,9 +12,9 @@ OUT=${1:-runs/eval-eegmat}
 SOURCE=${EEGMAT:-../shared/eeg/eegmat}
 
 eegfm prep "$SOURCE" --out "$OUT/shards"
-if [ ! -f "$OUT/pretrain/encoder.pt" ]; then
+if [ ! -f "$OUT/pretrain/encoder/config.json" ]; then
   eegfm pretrain --config configs/pretrain/tiny.yaml --data "$OUT/shards" \
     --run_dir "$OUT/pretrain" --seed_everything 0 --trainer.max_steps 300
 fi
 eegfm finetune --config configs/finetune/eegmat.yaml --data "$OUT/shards" \
-  --checkpoint "$OUT/pretrain/encoder.pt" --out "$OUT/finetune"
+  --checkpoint "$OUT/pretrain/encoder" --out "$OUT/finetune"

@@ -8,22 +8,19 @@ no pickled code runs when loading a checkpoint from an untrusted source.
 from __future__ import annotations
 
 import os
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-FORMAT = "eegfm-checkpoint"
-FORMAT_VERSION = 1
-
-
-def _version() -> str:
-    """The installed eegfm version (imported lazily: ``eegfm`` resolves names on demand)."""
-    from eegfm import __version__
-
-    return __version__
+from eegfm import __version__
+from eegfm.model_folder import CHECKPOINT_FORMAT as FORMAT
+from eegfm.model_folder import CHECKPOINT_VERSION as FORMAT_VERSION
+from eegfm.model_folder import ModelFolderError, read_checkpoint_file
+from eegfm.models.encoder import EEGEncoder
+from eegfm.models.pretrainer import MaskedPretrainer
+from eegfm.models.registry import list_models
 
 
 def save_checkpoint(
@@ -34,9 +31,6 @@ def save_checkpoint(
     ``extra`` must hold only plain Python values and tensors (it is read back with
     ``weights_only=True``), e.g. ``{"step": 1000, "dataset": "tuh"}``.
     """
-    from eegfm.models.encoder import EEGEncoder
-    from eegfm.models.pretrainer import MaskedPretrainer
-
     if isinstance(model, MaskedPretrainer):
         kind = "pretrainer"
     elif isinstance(model, EEGEncoder):
@@ -48,7 +42,7 @@ def save_checkpoint(
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "kind": kind,
-        "eegfm_version": _version(),
+        "eegfm_version": __version__,
         "config": model.config,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": dict(extra or {}),
@@ -69,31 +63,11 @@ def save_checkpoint(
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Read a checkpoint dict (``format, kind, eegfm_version, config, state_dict, extra``)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as err:
-        raise ValueError(f"checkpoint {path} is unreadable (truncated, corrupt, or not saved "
-                         f"by eegfm.checkpoint.save_checkpoint): {err}") from err
-    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
-        raise ValueError(f"{path} is a torch file but not an eegfm checkpoint (no "
-                         f"format={FORMAT!r}); save models with eegfm.checkpoint.save_checkpoint")
-    if checkpoint.get("format_version", 0) > FORMAT_VERSION:
-        raise ValueError(f"checkpoint {path} has format_version {checkpoint['format_version']}, "
-                         f"newer than this eegfm ({FORMAT_VERSION}): upgrade eegfm")
-    missing = {"kind", "config", "state_dict"} - set(checkpoint)
-    if missing:
-        raise ValueError(f"checkpoint {path} lacks {sorted(missing)}: the file is damaged")
-    return checkpoint
+    return read_checkpoint_file(path)
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
     """Rebuild the saved module (encoder or pretrainer) and load its weights."""
-    from eegfm.models.encoder import EEGEncoder
-    from eegfm.models.pretrainer import MaskedPretrainer
-
     config = dict(checkpoint["config"])
     if checkpoint["kind"] == "pretrainer":
         model: nn.Module = MaskedPretrainer(EEGEncoder(**config.pop("encoder")), **config)
@@ -105,18 +79,13 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
     return model
 
 
-def from_pretrained(path: str | os.PathLike) -> Any:
-    """Load the :class:`~eegfm.models.EEGEncoder` of an encoder or pretrainer checkpoint."""
-    checkpoint = load_checkpoint(path)
-    if checkpoint["kind"] == "pretrainer":
-        prefix = "encoder."
-        checkpoint = {
-            **checkpoint, "kind": "encoder", "config": checkpoint["config"]["encoder"],
-            "state_dict": {k[len(prefix):]: v for k, v in checkpoint["state_dict"].items()
-                           if k.startswith(prefix)},
-        }
-    try:
-        return model_from_checkpoint(checkpoint)
-    except (TypeError, RuntimeError) as err:
-        raise ValueError(f"checkpoint {path} does not match this eegfm's EEGEncoder "
-                         f"(saved by eegfm {checkpoint.get('eegfm_version')}): {err}") from err
+def from_pretrained(source: str | os.PathLike, **hub_kwargs: Any) -> Any:
+    """The :class:`~eegfm.models.EEGEncoder` of a saved model: a model folder, a Hub id, or a
+    single file of an earlier release (encoder, pretrainer or fine-tuned model)."""
+    if str(source) in list_models() and not Path(source).exists():
+        raise ModelFolderError(
+            f"{source} is a model name, not saved weights: eegfm.create_model({str(source)!r}) "
+            f"builds it with random weights, create_model({str(source)!r}, "
+            "checkpoint_path=FOLDER) loads yours"
+        )
+    return EEGEncoder.from_pretrained(source, **hub_kwargs)

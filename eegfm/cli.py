@@ -7,6 +7,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 
 # Each target module exposes `main(argv: list[str]) -> int`; importing lazily keeps `eegfm --help`
 # fast and lets `eegfm prep` run without loading torch.
@@ -114,6 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     if command not in SUBCOMMANDS:
         print(f"eegfm: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return EXIT_USAGE
+    # braindecode builds an MNE montage by a deprecated name when its models are imported: a
+    # warning about braindecode's code, not the user's, printed before every error line
+    warnings.filterwarnings("ignore", message="Montage name 'standard_1020' is deprecated",
+                            category=FutureWarning)
     try:
         module = importlib.import_module(SUBCOMMANDS[command][0])
         code = int(module.main(rest) or 0)

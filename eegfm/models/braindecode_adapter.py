@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from braindecode.models.base import EEGModuleMixin
 from torch import nn
 
+from eegfm.models.encoder import EEGEncoder
 from eegfm.models.registry import create_model
 from eegfm.models.resample import resample
 
@@ -42,7 +43,8 @@ class EEGFMModule(EEGModuleMixin, nn.Module):
         braindecode's signal arguments; ``chs_info`` (MNE ``info["chs"]``) is required because
         the model knows channels only by position.
     model_name : registry size used when no checkpoint is given (``eegfm_tiny`` ...).
-    checkpoint : path of an eegfm encoder or pretrainer checkpoint to start from.
+    checkpoint : an eegfm model folder (or Hub id, or an older single-file checkpoint) whose
+        encoder to start from; ``save_pretrained`` then records its architecture, not the path.
     model_overrides : extra ``EEGEncoder`` options for a fresh model.
     window : ``"crop"`` drops the last ``n % patch_len`` samples (after resampling);
         ``"pad"`` reflect-pads up to the next whole patch.
@@ -79,9 +81,8 @@ class EEGFMModule(EEGModuleMixin, nn.Module):
             raise ValueError("no channel in chs_info has a position (loc[:3] all zero/NaN): "
                              "set a montage on the data first (raw.set_montage(...))")
         if checkpoint is not None:
-            from eegfm.checkpoint import from_pretrained
-
-            self.encoder = from_pretrained(checkpoint)
+            self.encoder = EEGEncoder.from_pretrained(checkpoint)
+            self._forget_checkpoint_path()
         else:
             self.encoder = create_model(model_name, **dict(model_overrides or {}))
         self.encoder.reset_head(self.n_outputs)
@@ -91,6 +92,18 @@ class EEGFMModule(EEGModuleMixin, nn.Module):
         self.window = window
         self.input_scale = input_scale
         self.register_buffer("coords", coords, persistent=False)
+
+    def _forget_checkpoint_path(self) -> None:
+        """Make ``save_pretrained`` record the loaded architecture instead of the path.
+
+        The folder's ``model.safetensors`` holds every weight, so a config that names the
+        architecture rebuilds the model anywhere; a local path would not exist elsewhere.
+        """
+        architecture = {k: v for k, v in self.encoder.config.items() if k != "num_classes"}
+        for name in ("_hub_mixin_config", "_braindecode_init_kwargs"):
+            captured = getattr(self, name, None)
+            if isinstance(captured, dict):
+                captured.update(checkpoint=None, model_overrides=architecture)
 
     def _input_sfreq(self) -> float:
         """Rate of incoming data: the given ``sfreq``, else the encoder's own rate."""

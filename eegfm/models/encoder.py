@@ -7,13 +7,18 @@ multiple of ``patch_len`` with at most ``max_patches`` patches. Read top-down:
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import PyTorchModelHubMixin
 from timm.layers import trunc_normal_
 from torch import nn
 
+from eegfm import __version__
+from eegfm.model_folder import ModelFolderError, read_model, write_model_folder
 from eegfm.models.attention import SpatioTemporalBlock
 from eegfm.models.embedding import (
     ElectrodeEmbedding,
@@ -43,8 +48,37 @@ class EncoderInputs:
     n_patches: int
 
 
-class EEGEncoder(nn.Module):
-    """Spatially guided EEG transformer over per-channel patch tokens (see docs/models.md)."""
+MODEL_CARD = """---
+{{ card_data }}
+---
+
+# eegfm encoder
+
+A spatially guided EEG transformer whose electrode embedding is computed from 3-D electrode
+positions, so it reads any montage. `config.json` holds the architecture and the input it
+expects (`preprocessing`: sampling rate, units, window); `model.safetensors` the weights.
+
+```python
+import eegfm
+encoder = eegfm.from_pretrained("THIS_FOLDER_OR_HUB_ID")
+```
+"""
+
+
+class EEGEncoder(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="eegfm",
+    tags=["eeg", "eegfm", "foundation-model"],
+    license="bsd-3-clause",
+    model_card_template=MODEL_CARD,
+):
+    """Spatially guided EEG transformer over per-channel patch tokens (see docs/models.md).
+
+    ``save_pretrained(folder)`` writes a model folder (``config.json`` + ``model.safetensors``,
+    :mod:`eegfm.model_folder`); ``EEGEncoder.from_pretrained(folder_or_hub_id)`` reads it back,
+    and ``push_to_hub`` (huggingface_hub's mixin) shares it.
+    """
 
     def __init__(
         self,
@@ -124,6 +158,66 @@ class EEGEncoder(nn.Module):
         for block in self.blocks:
             init_distance_bias(block.spatial.distance_bias)
         self.reset_head(num_classes)
+        # what the input must be; fine-tuning adds its window, alignment and class names
+        self.preprocessing: dict[str, Any] = {
+            "sfreq": self.sfreq,
+            "input_unit": "uV",
+            "coords": "metres, MNE head frame",
+            "max_window_s": max_patches * patch_len / self.sfreq,
+            "scaling": "inside the encoder: per channel and window, median / (1.4826 MAD)",
+        }
+
+    def save_pretrained(
+        self,
+        save_directory: str | os.PathLike,
+        *,
+        half: bool | None = False,
+        extra: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> str | None:
+        """Write a model folder; ``half=True`` stores float16 weights (``None``: above 10 MB),
+        ``extra`` plain JSON values kept in ``config.json`` (provenance: steps, data...).
+
+        Other keyword arguments are huggingface_hub's (``push_to_hub``, ``repo_id``...).
+        """
+        self._save_options = {"half": half, "extra": extra}
+        try:
+            return super().save_pretrained(save_directory, **kwargs)
+        finally:
+            del self._save_options
+
+    def _save_pretrained(self, save_directory: Path) -> None:
+        """Write this encoder's model folder (called by the mixin's ``save_pretrained``)."""
+        options = getattr(self, "_save_options", {})
+        write_model_folder(
+            save_directory, kind="encoder", architecture=self.config,
+            state_dict=self.state_dict(), preprocessing=self.preprocessing,
+            half=options.get("half", False), extra=options.get("extra"),
+            eegfm_version=__version__,
+        )  # fmt: skip
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike, **hub_kwargs: Any) -> EEGEncoder:
+        """The encoder of a saved model: a model folder, a Hub id, or an earlier release's
+        single file (of a fine-tuned model or a pretrainer: its encoder).
+
+        ``hub_kwargs`` go to ``huggingface_hub.hf_hub_download`` (``revision``, ``token``...).
+        """
+        config, state = read_model(source, **hub_kwargs)
+        if config["kind"] == "finetuned":
+            prefix = "encoder."
+            state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        try:
+            model = cls(**config["architecture"])
+            model.load_state_dict(state)
+        except (TypeError, ValueError, RuntimeError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ModelFolderError(
+                f"model folder {source} does not rebuild with this eegfm's EEGEncoder (written "
+                f"by eegfm {config.get('eegfm_version') or '?'}): {first}"
+            ) from error
+        model.preprocessing.update(config.get("preprocessing") or {})
+        return model
 
     @property
     def config(self) -> dict[str, Any]:

@@ -7,12 +7,19 @@
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
+from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from eegfm.models.encoder import EEGEncoder
 
 _FACTORIES: dict[str, Callable[..., EEGEncoder]] = {}
+# options that change training only, not the weights' shapes or meaning: free to differ
+# between a saved encoder and the one it is loaded into
+_FREE_OPTIONS = {"num_classes", "drop_rate", "attn_drop_rate", "drop_path_rate",
+                 "knn_recompute_above"}
 _SIZES: dict[str, dict[str, Any]] = {}
 
 
@@ -45,11 +52,55 @@ def model_config(name: str, **overrides: Any) -> dict[str, Any]:
     return {**defaults, **_SIZES[name], **overrides}
 
 
-def create_model(name: str, **overrides: Any) -> EEGEncoder:
-    """Build a registered encoder, e.g. ``create_model("eegfm_small", num_classes=2)``."""
+def released_models() -> list[str]:
+    """Names whose weights ship with this eegfm (``eegfm/weights/<name>/`` model folders)."""
+    root = files("eegfm") / "weights"
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "config.json").is_file())
+
+
+def released_weights(name: str) -> Path:
+    """The model folder of the weights released for ``name``."""
+    if name not in released_models():
+        released = ", ".join(released_models()) or "none yet"
+        raise ValueError(f"no pretrained weights for {name!r} ship with this eegfm (released: "
+                         f"{released}); pass checkpoint_path=FOLDER to load your own")
+    return Path(str(files("eegfm") / "weights" / name))
+
+
+def create_model(
+    name: str,
+    pretrained: bool = False,
+    checkpoint_path: str | os.PathLike | None = None,
+    **overrides: Any,
+) -> EEGEncoder:
+    """Build a registered encoder, e.g. ``create_model("eegfm_small", num_classes=2)``.
+
+    ``checkpoint_path`` (a model folder, Hub id or older single file) or ``pretrained=True``
+    (the weights released with eegfm) loads saved encoder weights into it; the saved model must
+    have this name's architecture (the classification head, ``num_classes``, stays new).
+    """
     if name not in _FACTORIES:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
-    return _FACTORIES[name](**overrides)
+    model = _FACTORIES[name](**overrides)
+    if pretrained and checkpoint_path is None:
+        checkpoint_path = released_weights(name)
+    if checkpoint_path is None:
+        return model
+    saved = EEGEncoder.from_pretrained(checkpoint_path)
+    differ = sorted(k for k in model.config
+                    if k not in _FREE_OPTIONS and saved.config[k] != model.config[k])
+    if differ:
+        raise ValueError(
+            f"{checkpoint_path} does not hold a {name} with these options: "
+            + ", ".join(f"{k}={saved.config[k]!r} there, {model.config[k]!r} here" for k in differ)
+        )
+    encoder_state = {k: v for k, v in saved.state_dict().items() if not k.startswith("head.")}
+    missing, unexpected = model.load_state_dict(encoder_state, strict=False)
+    assert not unexpected and all(k.startswith("head.") for k in missing), (missing, unexpected)
+    model.preprocessing.update(saved.preprocessing)
+    return model
 
 
 def _build(name: str, overrides: dict[str, Any]) -> EEGEncoder:

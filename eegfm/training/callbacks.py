@@ -17,7 +17,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from eegfm.training.logging import ResumableCSV
 
 METRICS_FILE = "metrics.csv"
-ENCODER_FILE = "encoder.pt"
+ENCODER_FOLDER = "encoder"
 
 
 class StepMetricsLogger(L.Callback):
@@ -97,8 +97,9 @@ class StepMetricsLogger(L.Callback):
 
 
 class EncoderExport(L.Callback):
-    """Writes `RUN_DIR/encoder.pt` (the format `eegfm.checkpoint.from_pretrained` reads) with
-    every Lightning checkpoint, and a final `checkpoints/last.ckpt` + `encoder.pt` at the end."""
+    """Writes the model folder `RUN_DIR/encoder/` (what `eegfm.from_pretrained` and fine-tuning
+    read) with every Lightning checkpoint, and a final `checkpoints/last.ckpt` + `encoder/` at
+    the end."""
 
     def __init__(self) -> None:
         self._exported_step: int | None = None
@@ -111,7 +112,7 @@ class EncoderExport(L.Callback):
             return
         self._exported_step = trainer.global_step
         if trainer.is_global_zero:
-            export_encoder(pl_module, Path(trainer.default_root_dir) / ENCODER_FILE, trainer)
+            export_encoder(pl_module, Path(trainer.default_root_dir) / ENCODER_FOLDER, trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         """Save the final step unless a checkpoint of it exists already."""
@@ -122,11 +123,9 @@ class EncoderExport(L.Callback):
 
 
 def export_encoder(pl_module: L.LightningModule, path: Path, trainer: L.Trainer) -> None:
-    """Save the module's encoder with `eegfm.checkpoint.save_checkpoint` (atomic)."""
-    from eegfm.checkpoint import save_checkpoint
-
+    """Save the module's encoder as a model folder, with the step and the pretraining options."""
     extra = {"global_step": int(trainer.global_step), "pretrain_hparams": dict(pl_module.hparams)}
-    save_checkpoint(path, pl_module.encoder, extra=extra)  # temp name + rename inside
+    pl_module.encoder.save_pretrained(path, extra=extra)  # each file: temp name + rename
 
 
 class WindowAuditLog(L.Callback):

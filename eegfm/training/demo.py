@@ -20,6 +20,7 @@ import sys
 import time
 from pathlib import Path
 
+from eegfm.model_folder import is_model_folder
 from eegfm.training.finetune_config import DEFAULT_MODELS
 
 DEFAULT_SOURCE = "moabb:BNCI2014_001:1-4"
@@ -94,8 +95,9 @@ def prepare_shards(source: str, out: Path, finetune_cfg, progress: bool) -> Path
 
 
 def pretrain(shard_dir: Path, out: Path, seed: int, steps: int) -> Path:
-    """Stage 2: masked pretraining of the tiny encoder; returns the exported encoder file."""
+    """Stage 2: masked pretraining of the tiny encoder; returns the exported encoder folder."""
     from eegfm.training import pretrain_cli
+    from eegfm.training.callbacks import ENCODER_FOLDER
 
     run_dir = out / "pretrain"
     pretrain_cli.main([
@@ -105,8 +107,8 @@ def pretrain(shard_dir: Path, out: Path, seed: int, steps: int) -> Path:
         "--seed_everything", str(seed),
         "--trainer.max_steps", str(steps),
     ])  # fmt: skip
-    encoder = run_dir / "encoder.pt"
-    if not encoder.is_file():
+    encoder = run_dir / ENCODER_FOLDER
+    if not is_model_folder(encoder):
         raise RuntimeError(f"pretraining finished without writing {encoder}")
     return encoder
 

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tensorboard", action="store_true", default=None,
                         help="also write TensorBoard logs")
     parser.add_argument("--no-save-model", dest="save_model", action="store_false", default=None,
-                        help="skip the final refit on all subjects and model_<name>.pt")
+                        help="skip the final refit on all subjects and its model_<name>/ folder")
     parser.add_argument("--no-resume", dest="resume", action="store_false", default=None,
                         help="run every model again, even those an earlier run of the same "
                              "config finished in --out (kept in OUT/partial/)")

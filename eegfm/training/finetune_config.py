@@ -142,7 +142,7 @@ class FinetuneConfig:
     n_bootstrap: int = 10_000  # resamples of the paired bootstrap CIs
     resume: bool = True  # reuse models finished by an earlier run of the same config in `out`
     out: str = "runs/finetune"
-    save_model: bool = True  # refit encoder models on all subjects, save model_<name>.pt
+    save_model: bool = True  # refit encoder models on all subjects, save model_<name>/
     tensorboard: bool = False  # also write TensorBoard event files next to the CSV logs
     token_cache_mb: float = 2048.0  # frozen encoder: cache tokens when they fit in this
     progress: bool = True

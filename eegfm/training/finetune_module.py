@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from eegfm import __version__
 from eegfm.heads import Head, HeadLoss, create_head
-
-FINETUNED_FORMAT = "eegfm-finetuned"
-FINETUNED_VERSION = 1
+from eegfm.model_folder import ModelFolderError, read_model, write_model_folder
+from eegfm.models import EEGEncoder
 
 
 @dataclass
@@ -210,65 +210,57 @@ def encode_windows(encoder: nn.Module, data: WindowTensors, batch_size: int,
 def save_finetuned(path: str | os.PathLike, model: EncoderClassifier, *, class_names: list[str],
                    window_s: float, stride_s: float, sfreq: float, prep_config: dict,
                    align: str = "none", extra: dict | None = None) -> Path:
-    """Write a fine-tuned model that :func:`load_finetuned` (``weights_only=True``) rebuilds."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    document = {
-        "format": FINETUNED_FORMAT,
-        "format_version": FINETUNED_VERSION,
-        "encoder_config": dict(model.encoder.config),
-        "encoder_state": model.encoder.state_dict(),
-        "head_config": dict(model.head.config),
-        "head_state": model.head.state_dict(),
-        "frozen": bool(model.frozen),
-        "class_names": list(class_names),
-        "window_s": float(window_s),
-        "stride_s": float(stride_s),
-        "sfreq": float(sfreq),
-        "prep_config": prep_config,
+    """Write a fine-tuned model folder (config.json + model.safetensors) that
+    :func:`load_finetuned` rebuilds; weights stay float32, so predictions are unchanged."""
+    preprocessing = {
+        **model.encoder.preprocessing,
+        "sfreq": float(sfreq), "window_s": float(window_s), "stride_s": float(stride_s),
         "align": str(align),  # subject alignment the model was trained with (predict repeats it)
-        "extra": extra or {},
+        "class_names": list(class_names), "prep_config": prep_config,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(document, tmp)
-    os.replace(tmp, path)
-    return path
+    state = {**{f"encoder.{k}": v for k, v in model.encoder.state_dict().items()},
+             **{f"head.{k}": v for k, v in model.head.state_dict().items()}}
+    return write_model_folder(
+        path, kind="finetuned", architecture=model.encoder.config, state_dict=state,
+        head={**model.head.config, "frozen": bool(model.frozen)}, preprocessing=preprocessing,
+        extra=extra, eegfm_version=__version__,
+    )  # fmt: skip
 
 
 def load_finetuned(path: str | os.PathLike) -> tuple[EncoderClassifier, dict[str, Any]]:
-    """Rebuild a model written by :func:`save_finetuned`; returns (model in eval mode, metadata).
+    """Rebuild a fine-tuned model (a folder, or an earlier release's ``model_<name>.pt``);
+    returns (model in eval mode, metadata: class names, window, stride, rate, alignment...).
 
-    A file that cannot be read or does not rebuild raises a one-line ``ValueError`` naming it.
+    A model that cannot be read or does not rebuild raises a one-line ``ValueError`` naming it.
     """
-    from eegfm.models import EEGEncoder
-
-    def _first_line(error: BaseException) -> str:
-        lines = str(error).strip().splitlines()  # torch's messages run to paragraphs
-        return f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"--model {path}: no such fine-tuned model file")
-    if path.stat().st_size == 0:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"--model {path}: no such fine-tuned model (a folder written "
+                                "by `eegfm finetune`)")
+    if Path(path).is_file() and Path(path).stat().st_size == 0:
         raise ValueError(f"--model {path}: the file is empty (0 bytes); was it copied or saved "
                          "in full?")
     try:
-        document = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated, empty, not a torch file: zip, pickle, EOF errors
-        raise ValueError(f"--model {path}: unreadable (truncated, damaged, or not a model that "
-                         f"`eegfm finetune` wrote): {_first_line(error)}") from error
-    if not isinstance(document, dict) or document.get("format") != FINETUNED_FORMAT:
-        raise ValueError(f"--model {path}: not an eegfm fine-tuned model (expected the "
-                         f"model_<name>.pt that `eegfm finetune` writes)")
+        config, state = read_model(path)
+    except ModelFolderError as error:
+        raise ValueError(f"--model {error}") from error
+    if config["kind"] != "finetuned":
+        raise ValueError(f"--model {path}: an encoder, not a fine-tuned model (fine-tune it "
+                         "with `eegfm finetune --checkpoint`)")
+    head_config = dict(config["head"] or {})
+    frozen = bool(head_config.pop("frozen", True))
     try:
-        encoder = EEGEncoder(**document["encoder_config"])
-        encoder.load_state_dict(document["encoder_state"])
-        head = create_head(**document["head_config"])
-        head.load_state_dict(document["head_state"])
+        encoder = EEGEncoder(**config["architecture"])
+        encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
+        head = create_head(**head_config)
+        head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise ValueError(f"--model {path}: does not rebuild with this eegfm (damaged, or written "
-                         f"by another version): {_first_line(error)}") from error
+                         f"by another version): {type(error).__name__}: {first}") from error
+    encoder.preprocessing.update(config["preprocessing"])
     model = EncoderClassifier(encoder, head, frozen=True).eval()
-    meta = {k: v for k, v in document.items() if not k.endswith("_state")}
+    meta = {**config["preprocessing"], "frozen": frozen, "encoder_config": config["architecture"],
+            "head_config": head_config, "extra": config["extra"],
+            "eegfm_version": config["eegfm_version"]}
     meta.setdefault("align", "none")  # files written before alignment existed
     return model, meta

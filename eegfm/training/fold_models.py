@@ -404,7 +404,8 @@ class EncoderFoldModel(FoldModel):
                 "params": _n_params(model), "trainable_params": _n_params(model, trainable=True)}
 
     def save(self, fits: list[FitResult]) -> str:
-        """Train on every window for the median selected epoch count; save ``model_<tag>.pt``."""
+        """Train on every window for the median selected epoch count; save the model folder
+        ``model_<tag>/``."""
         ctx, cfg, task = self.ctx, self.ctx.cfg, self.ctx.task
         epochs = max(1, round(float(np.median([f.best_epoch for f in fits]))))
         seed = seed_of(cfg.seed, self.key, "final")
@@ -412,7 +413,7 @@ class EncoderFoldModel(FoldModel):
         model, pair = self._build(rows, seed)
         _fit(model, self.data, rows, np.zeros(0, dtype=np.int64), self, seed, -1,
              lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair, stop_after=epochs)
-        path = ctx.out / f"model_{self.tag}.pt"
+        path = ctx.out / f"model_{self.tag}"
         stride = ((cfg.task.stride_s or task.window_s) if cfg.task.type == "recording"
                   else task.window_s)
         save_finetuned(path, model.eval(), class_names=task.class_names, window_s=task.window_s,

@@ -1,6 +1,6 @@
 """``eegfm predict``: per-window predictions of a fine-tuned model on new recordings.
 
-    eegfm predict --model runs/eegmat/model_pretrained.pt --input rec1.edf rec2.vhdr \\
+    eegfm predict --model runs/eegmat/model_pretrained --input rec1.edf rec2.vhdr \\
                   --out predictions.csv
 
 Each input (a file, a folder, a BIDS root or ``moabb:NAME``) goes through the same prep pipeline
@@ -57,9 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``eegfm predict`` argument parser."""
     parser = argparse.ArgumentParser(
         prog="eegfm predict",
-        description="Per-window class predictions of a fine-tuned model (model_<name>.pt from "
-                    "`eegfm finetune`) on new recordings of any montage.")
-    parser.add_argument("--model", required=True, help="fine-tuned model file")
+        description="Per-window class predictions of a fine-tuned model (the model_<name>/ "
+                    "folder from `eegfm finetune`) on new recordings of any montage.")
+    parser.add_argument("--model", required=True,
+                        help="fine-tuned model folder (an earlier release's model_<name>.pt "
+                             "also reads)")
     parser.add_argument("--input", nargs="+", required=True,
                         help="recording files, folders, BIDS roots or moabb:NAME[:subjects]")
     parser.add_argument("--out", default="predictions.csv", help="CSV to write")

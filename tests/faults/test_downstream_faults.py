@@ -8,13 +8,15 @@ import logging
 import shutil
 from pathlib import Path
 
+import h5py
+import numpy as np
 import pytest
 import torch
 from eegmat_shards import prep_eegmat_subjects
 
 from eegfm.cli import main
-from eegfm.shards import ShardReader
-from eegfm.shards.reader import chunk_offsets
+from eegfm.shards import METADATA_SHA256, ShardReader
+from eegfm.shards.reader import ShardDataError, chunk_offsets
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = str(REPO / "configs" / "pretrain" / "tiny.yaml")
@@ -108,8 +110,6 @@ def test_finetune_on_an_unreadable_shard_exits_1(shards: Path, tmp_path: Path):
 
 # ------------------------------------------------------------------------- data.verify
 def test_reader_verify_checks_each_recording_once(shards: Path, tmp_path: Path):
-    from eegfm.shards.reader import ShardDataError
-
     shard_dir, shard = _copy(shards, tmp_path)
     _flip_data_bytes(shard_dir)
     rest, _task = (e.recording_id for e in ShardReader(shard_dir).entries)
@@ -133,10 +133,47 @@ def test_pretrain_verify_stops_on_damaged_data(shards: Path, tmp_path: Path, cap
     assert "data checksum mismatch" in line
 
 
+def _move_coords(shard: Path, recording_id: str) -> None:
+    """Move one electrode by 2 mm: finite and plausible, so only a checksum can tell."""
+    with h5py.File(shard, "r+") as handle:
+        coords = handle[recording_id]["coords"]
+        coords[0] = coords[0] + np.float32(0.002)
+
+
+def test_reader_verify_checks_metadata_of_format_2_shards(shards: Path, tmp_path: Path):
+    shard_dir, shard = _copy(shards, tmp_path)
+    _rest, task = (e.recording_id for e in ShardReader(shard_dir).entries)
+    _move_coords(shard, task)
+    reader = ShardReader(shard_dir, verify=True)
+    with pytest.raises(ShardDataError, match="metadata checksum mismatch") as caught:
+        reader.read_window(task, 0, 800)
+    reader.close()
+    assert str(shard) in str(caught.value) and task in str(caught.value)
+    assert str(caught.value).count("checksum mismatch") == 1  # the samples are intact
+    with h5py.File(shard, "r+") as handle:  # format 1 has no metadata checksum: data only
+        handle.attrs["format_version"] = 1
+        for recording_id in handle:
+            del handle[recording_id].attrs[METADATA_SHA256]
+    window = ShardReader(shard_dir, verify=True).read_window(task, 0, 800)
+    assert window.data.shape[1] == 800
+
+
+def test_pretrain_verify_stops_on_changed_positions(shards: Path, tmp_path: Path, capsys):
+    shard_dir, shard = _copy(shards, tmp_path)
+    rest, _task = (e.recording_id for e in ShardReader(shard_dir).entries)
+    _move_coords(shard, rest)  # 45 of the 60 windows: read by the first batch
+    code = _pretrain(shard_dir, tmp_path / "run", "--trainer.max_steps", "2",
+                     "--data.verify", "true")
+    line = _one_line(capsys.readouterr().err)
+    assert code == 1
+    assert line.startswith(f"eegfm pretrain: {shard}: recording {rest}: "), line
+    assert "metadata checksum mismatch" in line
+
+
 # ------------------------------------------------------------------ damaged --model file
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
-    """A fine-tuned model file as `eegfm finetune` writes it (tiny encoder, linear head)."""
+    """A fine-tuned model folder as `eegfm finetune` writes it (tiny encoder, linear head)."""
     from eegfm import create_model
     from eegfm.heads import create_head
     from eegfm.prep import load_prep_config
@@ -144,7 +181,7 @@ def model_file(tmp_path_factory) -> Path:
 
     encoder = create_model("eegfm_tiny")
     head = create_head("linear", encoder.config["embed_dim"], 2)
-    path = tmp_path_factory.mktemp("model") / "model_random_init.pt"
+    path = tmp_path_factory.mktemp("model") / "model_random_init"
     prep = load_prep_config(None)
     save_finetuned(path, EncoderClassifier(encoder, head, frozen=True),
                    class_names=["rest", "arithmetic"], window_s=4.0, stride_s=4.0, sfreq=200.0,
@@ -157,10 +194,12 @@ def test_predict_with_a_damaged_model_file(model_file: Path, tmp_path: Path, eeg
                                            capsys, damage: str):
     from eegfm.training.finetune_module import load_finetuned
 
-    load_finetuned(model_file)  # the intact file loads
+    load_finetuned(model_file)  # the intact folder loads
     bad = tmp_path / model_file.name
-    data = model_file.read_bytes()
-    bad.write_bytes(b"" if damage == "zero_bytes" else data[: len(data) // 2])
+    shutil.copytree(model_file, bad)
+    weights = bad / "model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(b"" if damage == "zero_bytes" else data[: len(data) // 2])
     code = main(["predict", "--model", str(bad), "--input", str(eegmat_dir / "Subject00_2.edf"),
                  "--out", str(tmp_path / "p.csv"), "--no-progress"])
     line = _one_line(capsys.readouterr().err)

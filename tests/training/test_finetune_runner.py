@@ -82,8 +82,8 @@ def test_linear_probe_with_baselines_end_to_end(tmp_path: Path, shards: Path, ch
                                        "tangent space + LR", "EEGNet", "ShallowFBCSPNet"]
     for name in ("results.json", "results.md", "per_subject.csv", "predictions.csv",
                  "per_subject_balanced_accuracy.png", "confusion_EEGNet.png",
-                 "learning_curves_pretrained.png", "model_pretrained.pt",
-                 "model_random_init.pt", "logs/pretrained/fold_00.csv",
+                 "learning_curves_pretrained.png", "model_pretrained/model.safetensors",
+                 "model_random_init/config.json", "logs/pretrained/fold_00.csv",
                  "logs/shallow/fold_01.csv", "config.yaml"):
         assert (out / name).is_file(), name
     markdown = (out / "results.md").read_text()
@@ -112,7 +112,7 @@ def test_linear_probe_with_baselines_end_to_end(tmp_path: Path, shards: Path, ch
                 f1_score(y_true, y_pred, average="macro", labels=[0, 1], zero_division=0))
             assert scores["auroc"] == pytest.approx(
                 roc_auc_score(y_true, mine["p_arithmetic"].to_numpy()))
-    model, meta = load_finetuned(out / "model_pretrained.pt")
+    model, meta = load_finetuned(out / "model_pretrained")
     assert meta["class_names"] == classes and meta["window_s"] == 4.0
     reference = torch.load(checkpoint, weights_only=True)["state_dict"]
     for key, value in model.encoder.state_dict().items():  # linear probe: encoder untouched
@@ -127,7 +127,7 @@ def test_mlp_fine_tuning_updates_the_encoder(tmp_path: Path, shards: Path, check
     info = results["models"]["pretrained"]["info"]
     assert info["mode"] == "full fine-tuning" and info["trainable_params"] == info["params"]
     assert any("max_folds=1" in note for note in results["notes"])
-    model, _ = load_finetuned(tmp_path / "model_pretrained.pt")
+    model, _ = load_finetuned(tmp_path / "model_pretrained")
     reference = torch.load(checkpoint, weights_only=True)["state_dict"]
     changed = [k for k, v in model.encoder.state_dict().items()
                if not torch.equal(v, reference[k])]
@@ -214,9 +214,9 @@ def test_every_model_kind_aligned_and_not_with_paired_statistics(tmp_path: Path,
     markdown = (tmp_path / "results.md").read_text()
     assert f"## Paired comparison with the best baseline ({statistics['reference']})" in markdown
     assert (tmp_path / "paired_balanced_accuracy.png").is_file()
-    _, meta = load_finetuned(tmp_path / "model_random_init_aligned.pt")
+    _, meta = load_finetuned(tmp_path / "model_random_init_aligned")
     assert meta["align"] == "euclidean"
-    assert load_finetuned(tmp_path / "model_random_init.pt")[1]["align"] == "none"
+    assert load_finetuned(tmp_path / "model_random_init")[1]["align"] == "none"
 
 
 def test_fixed_subject_split(tmp_path: Path, shards: Path):

@@ -29,8 +29,8 @@ def shards(tmp_path_factory, eegmat_dir: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory, shards: Path) -> Path:
-    """A linear probe fine-tuned on eegmat subjects 00-02 (one epoch): model_random_init.pt,
-    and model_random_init_aligned.pt trained on Euclidean-aligned windows."""
+    """A linear probe fine-tuned on eegmat subjects 00-02 (one epoch): model_random_init/,
+    and model_random_init_aligned/ trained on Euclidean-aligned windows."""
     out = tmp_path_factory.mktemp("finetune")
     run_finetune({
         "task": {"pattern": r"Subject(?P<subject>\d+)_(?P<label>[12])",
@@ -38,7 +38,7 @@ def model_path(tmp_path_factory, shards: Path) -> Path:
         "data": str(shards), "models": ["random_init"], "protocol": "loso", "max_folds": 1,
         "n_val_subjects": 1, "out": str(out), "progress": False,
         "train": {"epochs": 1, "threads": 1}})
-    return out / "model_random_init.pt"
+    return out / "model_random_init"
 
 
 def test_predict_on_other_devices(tmp_path: Path, model_path: Path, formats_dir: Path, capsys):
@@ -76,7 +76,7 @@ def test_predict_reports_unusable_inputs(tmp_path: Path, model_path: Path, forma
 def test_predict_scores_labelled_recordings_as_the_model_does(
         tmp_path: Path, model_path: Path, shards: Path, eegmat_dir: Path, capsys, aligned: bool):
     """predict --task equals the fine-tuned model's own forward pass on the same windows."""
-    path = model_path.with_name("model_random_init_aligned.pt") if aligned else model_path
+    path = model_path.with_name("model_random_init_aligned") if aligned else model_path
     files = [str(eegmat_dir / f"Subject{s}_{r}.edf") for s in ("00", "01") for r in (1, 2)]
     out = tmp_path / "scored.csv"
     code = main(["predict", "--model", str(path), "--input", *files, "--task",
@@ -123,7 +123,7 @@ def test_predict_task_labels_matching_no_window_exit_2(tmp_path: Path, model_pat
 
 def test_aligned_model_aligns_each_unlabelled_recording_from_its_own_windows(
         tmp_path: Path, model_path: Path, shards: Path, eegmat_dir: Path):
-    aligned_model = model_path.with_name("model_random_init_aligned.pt")
+    aligned_model = model_path.with_name("model_random_init_aligned")
     out = tmp_path / "p.csv"
     assert main(["predict", "--model", str(aligned_model), "--input",
                  str(eegmat_dir / "Subject01_2.edf"), "--out", str(out), "--no-progress"]) == 0

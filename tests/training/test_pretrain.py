@@ -8,6 +8,7 @@ through `--trainer.callbacks+=test_pretrain.<Name>` with this folder on PYTHONPA
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -147,9 +148,11 @@ def test_cpu_pretraining_loss_falls_with_checkpoints_and_encoder_export(
     assert ckpts == ["last.ckpt", "step=00000200.ckpt", "step=00000300.ckpt"]  # save_top_k: 2
     state = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert state["global_step"] == 300
-    encoder = from_pretrained(run / "encoder.pt")
+    encoder = from_pretrained(run / "encoder")  # the model folder, exported with last.ckpt
     for name, value in encoder.state_dict().items():
         assert torch.equal(value, state["state_dict"][f"pretrainer.encoder.{name}"]), name
+    exported = json.loads((run / "encoder" / "config.json").read_text())
+    assert exported["extra"]["global_step"] == 300 and exported["kind"] == "encoder"
     assert (run / "config.yaml").is_file()
 
 
