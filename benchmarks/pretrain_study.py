@@ -1,0 +1,310 @@
+"""The pretraining study of issue #15: does pretraining make eegmat decoding better, and why?
+
+    python benchmarks/pretrain_study.py --out runs/study                 # run (or resume) it
+    python benchmarks/pretrain_study.py --out runs/study --cells tiny-eegmat-recon-4000
+    python benchmarks/pretrain_study.py --out runs/study --report        # table + plot only
+
+Each cell is one pretraining run (`eegfm pretrain`): an encoder size, an objective
+(reconstruction only, + band power, + connectivity, all) and a corpus (eegmat alone, or eegmat +
+muse + the device files in one run). Its step checkpoints are kept, and at each evaluation step
+the encoder is scored downstream on eegmat rest vs arithmetic, subject-grouped 5-fold
+(`configs/finetune/eegmat.yaml`), unaligned and subject-aligned: a frozen linear probe at every
+evaluation step, full fine-tuning at the last. The same-architecture encoder from random
+initialisation (step 0) and the classical baselines (log band power + LR, tangent space + LR)
+are scored once per size on the same splits; every pretrained score is compared with random
+initialisation, paired over the 24 subjects.
+
+Everything resumes: prep and pretraining resume by themselves, and each finished downstream
+run is a `results.json` that a rerun reuses. Every finished measurement is appended to
+`OUT/study.jsonl` at once, so a run stopped at any point keeps what it measured; `--report`
+(also run at the end) writes `OUT/study.md` and `OUT/study.png` from that file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eegfm.evaluation.statistics import paired_comparison
+from eegfm.models import create_model
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EEGFM_SHARED_EEG", REPO.parent / "shared" / "eeg"))
+CONFIG = {"tiny": REPO / "configs/pretrain/tiny.yaml", "small": REPO / "configs/pretrain/tiny.yaml"}
+TASK = REPO / "configs" / "finetune" / "eegmat.yaml"
+OBJECTIVES = {  # the pretrainer options each objective sets (targets: docs/pretrain.md)
+    "recon": {},
+    "bandpower": {"bandpower_weight": 1.0},
+    "connectivity": {"connectivity_weight": 1.0},
+    "all": {"bandpower_weight": 1.0, "connectivity_weight": 1.0},
+}
+CORPORA = {"eegmat": ["eegmat"], "mixed": ["eegmat", "muse", "formats"]}
+ALIGN = "none,euclidean"
+QUICK: list[str] = []  # --quick: one fold, two epochs (checks the pipeline, measures nothing)
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One pretraining run of the study."""
+
+    size: str
+    corpus: str
+    objective: str
+    steps: int
+    eval_steps: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        """The cell's folder name, e.g. ``tiny-mixed-all-4000`` (the length is part of it: a
+        run's learning-rate schedule is fixed at its first start)."""
+        return f"{self.size}-{self.corpus}-{self.objective}-{self.steps}"
+
+
+def grid(long_steps: int, eval_steps: tuple[int, ...]) -> list[Cell]:
+    """Every cell, most informative first (a time-limited session runs a prefix of it)."""
+    evals = tuple(sorted({*(s for s in eval_steps if s < long_steps), long_steps}))
+    order = [("tiny", "eegmat", "recon"), ("tiny", "mixed", "recon"), ("tiny", "mixed", "all"),
+             ("tiny", "mixed", "bandpower"), ("tiny", "mixed", "connectivity"),
+             ("tiny", "eegmat", "all"), ("small", "mixed", "recon"), ("small", "mixed", "all")]
+    return [Cell(size, corpus, objective, long_steps, evals) for size, corpus, objective in order]
+
+
+def record(out: Path, row: dict) -> None:
+    """Append one finished measurement to OUT/study.jsonl (flushed and synced)."""
+    with open(out / "study.jsonl", "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def recorded(out: Path) -> list[dict]:
+    """Every measurement recorded so far."""
+    path = out / "study.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
+        if path.is_file() else []
+
+
+def run(command: list[str], log: Path) -> None:
+    """Run one eegfm command, its output appended to `log`; stop the study if it fails."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(log, "a") as handle:
+        handle.write(f"\n$ {' '.join(command)}\n")
+        handle.flush()
+        code = subprocess.run(command, stdout=handle, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        sys.exit(f"pretrain_study: `{' '.join(command[:4])} ...` failed (exit {code}); see {log}")
+    print(f"  {' '.join(command[2:4])}: {time.monotonic() - started:.0f} s", flush=True)
+
+
+def eegfm(*args: str) -> list[str]:
+    """The `eegfm` command line in this interpreter."""
+    return [sys.executable, "-m", "eegfm", *args]
+
+
+def prep(out: Path) -> dict[str, Path]:
+    """Shards of each source (prep resumes: recordings already converted are skipped)."""
+    shards = {}
+    for name in ("eegmat", "muse", "formats"):
+        shards[name] = out / "shards" / name
+        if not (shards[name] / "manifest.jsonl").is_file():
+            run(eegfm("prep", str(SHARED / name), "--out", str(shards[name]), "--no-progress"),
+                out / "logs" / "prep.log")
+    return shards
+
+
+def pretrain(cell: Cell, shards: dict[str, Path], out: Path) -> Path:
+    """Run (or resume) the cell's pretraining, keeping a checkpoint at every evaluation step."""
+    run_dir = out / "runs" / cell.name
+    every = np.gcd.reduce(cell.eval_steps)
+    options = [f"--model.pretrainer.{k}={v}" for k, v in OBJECTIVES[cell.objective].items()]
+    size = ["--model.encoder", f"eegfm_{cell.size}"] if cell.size != "tiny" else []
+    run(eegfm("pretrain", "--config", str(CONFIG[cell.size]),
+              "--data", *[str(shards[c]) for c in CORPORA[cell.corpus]],
+              "--run_dir", str(run_dir), "--trainer.max_steps", str(cell.steps),
+              "--trainer.enable_progress_bar", "false",
+              "--checkpoint.every_n_train_steps", str(every), "--checkpoint.save_top_k", "-1",
+              *size, *options),
+        out / "logs" / f"pretrain-{cell.name}.log")  # fmt: skip
+    return run_dir
+
+
+def encoder_at(run_dir: Path, step: int, folder: Path) -> Path:
+    """The encoder of the run's step checkpoint, as a model folder."""
+    if (folder / "config.json").is_file():
+        return folder
+    ckpt = torch.load(run_dir / "checkpoints" / f"step={step:08d}.ckpt", map_location="cpu",
+                      weights_only=True)
+    hparams = ckpt["hyper_parameters"]
+    encoder = create_model(hparams["encoder"], **(hparams.get("encoder_overrides") or {}))
+    prefix = "pretrainer.encoder."
+    encoder.load_state_dict({k[len(prefix):]: v for k, v in ckpt["state_dict"].items()
+                             if k.startswith(prefix)})
+    encoder.save_pretrained(folder, extra={"global_step": step, "run": run_dir.name})
+    return folder
+
+
+def downstream(out: Path, shards: dict[str, Path], tag: str, models: str,
+               checkpoint: Path | None = None, full: bool = False) -> dict:
+    """One `eegfm finetune` run on eegmat (reused when its results.json exists)."""
+    folder = out / "downstream" / tag
+    if not (folder / "results.json").is_file():
+        head = ["--head", "mlp", "--no-freeze", "--lr", "1e-3"] if full else []
+        ckpt = ["--checkpoint", str(checkpoint)] if checkpoint is not None else []
+        run(eegfm("finetune", "--config", str(TASK), "--data", str(shards["eegmat"]),
+                  "--models", models, "--align", ALIGN, "--out", str(folder),
+                  "--no-save-model", "--no-progress", *ckpt, *head, *QUICK),
+            out / "logs" / f"finetune-{tag}.log")  # fmt: skip
+    return json.loads((folder / "results.json").read_text())
+
+
+def scores(results: dict) -> Iterator[tuple[str, dict[str, float]]]:
+    """(model name, {subject: balanced accuracy}) of a results.json."""
+    for name, entry in results["models"].items():
+        yield name, {s: v.get("balanced_accuracy") for s, v in entry["per_subject"].items()}
+
+
+def measure(out: Path, cells: list[Cell], shards: dict[str, Path]) -> None:
+    """Run every cell not yet measured, recording each result as soon as it exists."""
+    done = {(r["cell"], r["step"], r["mode"], r["model"]) for r in recorded(out)}
+    for size in sorted({c.size for c in cells}):
+        checkpoint = None
+        if size != "tiny":  # random_init copies the architecture of the checkpoint it is given
+            checkpoint = out / "encoders" / f"{size}-random"
+            if not (checkpoint / "config.json").is_file():
+                torch.manual_seed(0)
+                create_model(f"eegfm_{size}").save_pretrained(checkpoint)
+        for mode, full in (("probe", False), ("full", True)):
+            key = f"{size}-baselines-{mode}"
+            models = "random_init,bandpower_lr,tangent_lr" if not full else "random_init"
+            if any((key, 0, mode, m) in done for m in ("random_init",)):
+                continue
+            results = downstream(out, shards, key, models, checkpoint, full)
+            for model, per_subject in scores(results):
+                record(out, {"cell": key, "size": size, "step": 0, "mode": mode,
+                             "model": model, "per_subject": per_subject})
+    for cell in cells:
+        print(f"{cell.name}: pretraining to step {cell.steps}", flush=True)
+        run_dir = pretrain(cell, shards, out)
+        for step in cell.eval_steps:
+            modes = [("probe", False)] + ([("full", True)] if step == cell.steps else [])
+            for mode, full in modes:
+                if any((cell.name, step, mode, m) in done for m in ("pretrained",)):
+                    continue
+                encoder = encoder_at(run_dir, step, out / "encoders" / cell.name / f"{step}")
+                results = downstream(out, shards, f"{cell.name}-{step}-{mode}", "pretrained",
+                                     encoder, full)
+                for model, per_subject in scores(results):
+                    record(out, {"cell": cell.name, "size": cell.size, "corpus": cell.corpus,
+                                 "objective": cell.objective, "step": step, "mode": mode,
+                                 "model": model, "per_subject": per_subject})
+
+
+def mean(per_subject: dict[str, float]) -> float:
+    """Mean over subjects of the finite scores."""
+    values = [v for v in per_subject.values() if v is not None and np.isfinite(v)]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def report(out: Path) -> str:
+    """OUT/study.md (table, paired statistics against random init) and OUT/study.png."""
+    rows = recorded(out)
+    random = {(r["size"], r["mode"], r["model"].replace("random_init", "")): r["per_subject"]
+              for r in rows if r["model"].startswith("random_init")}
+    lines = ["| cell | step | mode | model | balanced accuracy | − random init (95 % CI), p |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        suffix = r["model"].removeprefix("pretrained")
+        ref = random.get((r["size"], r["mode"], suffix)) if r["model"].startswith("pretrained") \
+            else None
+        versus = ""
+        if ref is not None:
+            c = paired_comparison(r["per_subject"], ref)
+            if c["mean_difference"] is not None:
+                versus = (f"{c['mean_difference']:+.3f} ({c['ci95'][0]:+.3f}, "
+                          f"{c['ci95'][1]:+.3f}), {c['wilcoxon_p']:.3g}")
+        lines.append(f"| {r['cell']} | {r['step']} | {r['mode']} | {r['model']} | "
+                     f"{mean(r['per_subject']):.3f} | {versus} |")
+    table = "\n".join(lines) + "\n"
+    (out / "study.md").write_text(table)
+    _plot(rows, out / "study.png")
+    return table
+
+
+def _plot(rows: list[dict], path: Path) -> None:
+    """Frozen-probe balanced accuracy against pretraining steps, one line per cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for ax, aligned in zip(axes, (False, True), strict=True):
+        for size in sorted({r["size"] for r in rows}):
+            base = [r for r in rows if r["size"] == size and r["mode"] == "probe"
+                    and r["model"] == ("random_init (aligned)" if aligned else "random_init")]
+            for cell in sorted({r["cell"] for r in rows if r.get("objective")
+                                and r["size"] == size}):
+                points = sorted((r["step"], mean(r["per_subject"])) for r in rows
+                                if r["cell"] == cell and r["mode"] == "probe"
+                                and r["model"].endswith("(aligned)") == aligned)
+                points = [(0, mean(base[0]["per_subject"]))] * bool(base) + points
+                if points:
+                    ax.plot(*zip(*points, strict=True), marker="o", label=cell)
+            for r in rows:
+                if (r["size"] == size and r["step"] == 0 and r["mode"] == "probe"
+                        and r["model"].startswith(("band", "tangent"))
+                        and r["model"].endswith("(aligned)") == aligned):
+                    ax.axhline(mean(r["per_subject"]), ls="--", lw=1, color="grey")
+                    ax.annotate(r["model"], (0, mean(r["per_subject"])), fontsize=7)
+        ax.set_title("subject-aligned" if aligned else "unaligned")
+        ax.set_xlabel("pretraining steps")
+    axes[0].set_ylabel("eegmat balanced accuracy (frozen probe, 5-fold)")
+    axes[1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    """Run or resume the study, then write its report."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("runs/study"))
+    parser.add_argument("--cells", help="comma-separated cell names (default: every cell, "
+                                        "in order)")
+    parser.add_argument("--long-steps", type=int, default=4000,
+                        help="pretraining steps of every cell (its last evaluation step)")
+    parser.add_argument("--eval-steps", default="500,2000",
+                        help="earlier steps scored by the frozen probe (comma-separated)")
+    parser.add_argument("--report", action="store_true", help="only write the report")
+    parser.add_argument("--quick", action="store_true",
+                        help="one fold and two epochs downstream: a check of the pipeline")
+    args = parser.parse_args()
+    if args.quick:
+        QUICK[:] = ["--max-folds", "1", "--epochs", "2"]
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.report:
+        cells = grid(args.long_steps, tuple(int(s) for s in args.eval_steps.split(",")))
+        if args.cells:
+            wanted = args.cells.split(",")
+            unknown = sorted(set(wanted) - {c.name for c in cells})
+            if unknown:
+                sys.exit(f"pretrain_study: unknown cells {unknown}; "
+                         f"known: {[c.name for c in cells]}")
+            cells = [c for c in cells if c.name in wanted]
+        measure(args.out, cells, prep(args.out))
+    print(report(args.out))
+
+
+if __name__ == "__main__":
+    main()
