@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from eegfm.model_folder import is_model_folder
-from eegfm.training.finetune_config import DEFAULT_MODELS
+from eegfm.training.finetune_config import DEFAULT_MODELS, add_device_options
 
 DEFAULT_SOURCE = "moabb:BNCI2014_001:1-4"
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--protocol", choices=["loso", "kfold", "within"])
     parser.add_argument("--head", choices=["linear", "mlp", "shared_routed"])
+    add_device_options(parser)
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     return parser
 
@@ -94,7 +95,8 @@ def prepare_shards(source: str, out: Path, finetune_cfg, progress: bool) -> Path
     return shard_dir
 
 
-def pretrain(shard_dir: Path, out: Path, seed: int, steps: int) -> Path:
+def pretrain(shard_dir: Path, out: Path, seed: int, steps: int,
+             trainer: list[str] | None = None) -> Path:
     """Stage 2: masked pretraining of the tiny encoder; returns the exported encoder folder."""
     from eegfm.training import pretrain_cli
     from eegfm.training.callbacks import ENCODER_FOLDER
@@ -105,7 +107,7 @@ def pretrain(shard_dir: Path, out: Path, seed: int, steps: int) -> Path:
         "--data", str(shard_dir),
         "--run_dir", str(run_dir),
         "--seed_everything", str(seed),
-        "--trainer.max_steps", str(steps),
+        "--trainer.max_steps", str(steps), *(trainer or []),
     ])  # fmt: skip
     encoder = run_dir / ENCODER_FOLDER
     if not is_model_folder(encoder):
@@ -147,7 +149,10 @@ def _run(args: argparse.Namespace) -> int:
     overrides = {"seed": args.seed, "out": str(out / "finetune"), "progress": args.progress,
                  "models": list(DEFAULT_MODELS),
                  "protocol": args.protocol, "head": args.head,
-                 "baselines.epochs": args.baseline_epochs}
+                 "baselines.epochs": args.baseline_epochs,
+                 "train.accelerator": args.accelerator, "train.devices": args.devices,
+                 "train.precision": args.precision}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     if moabb:
         overrides["cache_dir"] = str(out / "moabb")
     finetune_cfg = resolve_config(config_path, **overrides)
@@ -155,7 +160,9 @@ def _run(args: argparse.Namespace) -> int:
     print(f"[1/3] prep {args.source}")
     shard_dir = prepare_shards(args.source, out, finetune_cfg, args.progress)
     print(f"[2/3] pretrain eegfm_tiny for {args.pretrain_steps} steps")
-    encoder = pretrain(shard_dir, out, args.seed, args.pretrain_steps)
+    device = [f"--trainer.{k}={v}" for k, v in (("accelerator", args.accelerator),
+              ("devices", args.devices), ("precision", args.precision)) if v is not None]
+    encoder = pretrain(shard_dir, out, args.seed, args.pretrain_steps, device)
     print(f"[3/3] fine-tune ({finetune_cfg.protocol}, head {finetune_cfg.head}) with baselines")
     data = args.source if moabb else str(shard_dir)
     results = run_finetune(resolve_config(config_path, **overrides, data=data,

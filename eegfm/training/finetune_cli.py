@@ -17,7 +17,7 @@ from eegfm.data.task_windows import TaskDataError
 from eegfm.evaluation import SplitHygieneError
 from eegfm.evaluation.alignment import ALIGNMENTS
 from eegfm.shards import ShardDataError
-from eegfm.training.finetune_config import MODELS
+from eegfm.training.finetune_config import MODELS, add_device_options
 
 HELP_MODELS = f"comma-separated subset of {','.join(MODELS)}"
 
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--n-folds", type=int, help="folds of the kfold protocol")
     parser.add_argument("--max-folds", type=int, help="run only the first N folds (quick check)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads")
+    add_device_options(parser)
     parser.add_argument("--tensorboard", action="store_true", default=None,
                         help="also write TensorBoard logs")
     parser.add_argument("--no-save-model", dest="save_model", action="store_false", default=None,
@@ -99,6 +100,8 @@ def overrides_from(args: argparse.Namespace) -> dict:
         "train.epochs": args.epochs, "train.lr": args.lr, "train.batch_size": args.batch_size,
         "seed": args.seed, "n_folds": args.n_folds, "max_folds": args.max_folds,
         "train.threads": args.threads, "tensorboard": args.tensorboard,
+        "train.accelerator": args.accelerator, "train.devices": args.devices,
+        "train.precision": args.precision,
         "save_model": args.save_model, "progress": args.progress, "resume": args.resume,
     }
     return {k: v for k, v in values.items() if v is not None}

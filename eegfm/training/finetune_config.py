@@ -6,6 +6,7 @@ every key and type against these classes (an unknown key or a wrong type is an e
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -22,6 +23,20 @@ MODELS = ENCODER_MODELS + CLASSICAL_MODELS + NETWORK_MODELS
 # the deep Conformers cost minutes per fold on a CPU: asked for by name (see eegmat.yaml)
 DEFAULT_MODELS = ("pretrained", "random_init", "bandpower_lr", "tangent_lr", "eegnet", "shallow")
 HEAD_FREEZES = {"linear": True, "mlp": False, "shared_routed": True}  # default mode per head
+
+
+ACCELERATORS = ("cpu", "cuda", "gpu", "mps", "auto")
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """--accelerator, --devices, --precision (finetune, predict, demo), with the meaning of
+    `eegfm pretrain --trainer.accelerator/devices/precision`."""
+    parser.add_argument("--accelerator", choices=ACCELERATORS,
+                        help="where models run (default cpu; cuda or gpu for a GPU)")
+    parser.add_argument("--devices", type=int, help="devices to use (one: folds run in turn)")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="32-true (default), bf16-mixed or 16-mixed (autocast)")
 
 
 @dataclass
@@ -42,12 +57,26 @@ class TrainConfig:
     balance: Literal["sampler", "none"] = "sampler"  # class-balanced sampling of training windows
     grad_clip: float | None = 1.0
     threads: int | None = None  # torch intra-op threads (None: leave torch's default)
+    # where fits and predictions run (Lightning Fabric), with `eegfm pretrain`'s meanings
+    accelerator: str = "cpu"  # cpu | cuda | gpu | mps | auto
+    devices: int = 1  # one device: folds run one after the other
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
             raise ConfigError("train.epochs, train.batch_size and train.patience must be >= 1")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
+        if self.accelerator not in ACCELERATORS:
+            raise ConfigError(f"train.accelerator must be one of {ACCELERATORS}, "
+                              f"got {self.accelerator!r}")
+        if self.devices != 1:
+            raise ConfigError(f"train.devices={self.devices}: fine-tuning and predict run on one "
+                              "device (folds one after the other); start several runs to use "
+                              "several devices")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"train.precision must be one of {PRECISIONS}, "
+                              f"got {self.precision!r}")
 
 
 @dataclass

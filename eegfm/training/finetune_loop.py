@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from lightning.fabric import Fabric
 from sklearn.metrics import balanced_accuracy_score
 
+from eegfm.data.task_config import ConfigError
 from eegfm.training.finetune_config import TrainConfig
-from eegfm.training.finetune_module import WindowTensors
+from eegfm.training.finetune_module import WindowTensors, autocast, on_device
 
 
 @dataclass
@@ -59,14 +62,33 @@ def balanced_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> float:
     return float(torch.stack(per_class).mean())
 
 
+def make_fabric(cfg: TrainConfig) -> Fabric:
+    """The device and precision that fits and predictions run on (``train.accelerator``...)."""
+    try:
+        with warnings.catch_warnings():
+            # Lightning's SLURM check warns whenever `srun` is installed, even outside a job
+            warnings.filterwarnings("ignore", message="The `srun` command is available")
+            return Fabric(accelerator=cfg.accelerator, devices=cfg.devices,
+                          precision=cfg.precision)
+    except (RuntimeError, ValueError) as error:  # e.g. cuda asked for, none present
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ConfigError(f"--accelerator {cfg.accelerator} --precision {cfg.precision}: "
+                          f"{first}") from error
+
+
 @torch.no_grad()
 def predict_logits(model: torch.nn.Module, data: WindowTensors, index: np.ndarray,
-                   batch_size: int) -> torch.Tensor:
-    """Logits ``(len(index), K)`` in eval mode."""
+                   batch_size: int, fabric: Fabric | None = None) -> torch.Tensor:
+    """Logits ``(len(index), K)`` in eval mode, float32 on the CPU."""
     model.eval()
-    out = [model.logits(data.batch(index[s:s + batch_size]))
-           for s in range(0, len(index), batch_size)]
-    return torch.cat(out).float()
+    if fabric is not None:
+        model.to(fabric.device)
+    out = []
+    for s in range(0, len(index), batch_size):
+        with autocast(fabric):
+            logits = model.logits(on_device(data.batch(index[s:s + batch_size]), fabric))
+        out.append(logits.float().cpu())
+    return torch.cat(out)
 
 
 def _schedule(total_steps: int, warmup_steps: int):
@@ -111,14 +133,18 @@ def fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.
         cfg: TrainConfig, *, lr: float, weight_decay: float, seed: int,
         epochs: int | None = None, stop_after: int | None = None,
         pair_index: np.ndarray | None = None, csv_path: Path | None = None,
-        tensorboard_dir: Path | None = None, progress: bool = False, desc: str = "fit"
-        ) -> FitResult:
+        tensorboard_dir: Path | None = None, progress: bool = False, desc: str = "fit",
+        fabric: Fabric | None = None) -> FitResult:
     """Train ``model`` on windows ``train``; select the epoch on ``val`` (may be empty).
 
     ``epochs`` sets the schedule length (default ``cfg.epochs``); ``stop_after`` ends training
     earlier without changing the schedule (a refit for the epoch count chosen in the folds).
     ``pair_index[i]`` is the neighbouring window of window ``i`` for heads with pair views.
+    ``fabric`` (default: the CPU in float32) places the model and runs its precision: batches
+    are moved to its device, the loss is computed under its autocast, and its backward and
+    optimizer step apply a gradient scaler for 16-mixed.
     """
+    fabric = fabric or make_fabric(TrainConfig())
     started = time.perf_counter()
     epochs = epochs or cfg.epochs
     last_epoch = min(epochs, stop_after or epochs)
@@ -128,8 +154,10 @@ def fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.
         model.param_groups(lr, weight_decay, cfg.encoder_lr_scale, cfg.layer_decay))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _schedule(epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)))
+    # the wrapped optimizer shares the param groups the scheduler sets; the model's own methods
+    # (training_loss, logits) run on the unwrapped module under the fabric's autocast
+    wrapped, optimizer = fabric.setup(model, optimizer)
     head = getattr(model, "head", None)
-    params = [p for group in optimizer.param_groups for p in group["params"]]
     result, log = FitResult(), _EpochLog(csv_path, tensorboard_dir)
     best_score, best_state, since_best = None, None, 0
     y_train = data.y[train].numpy()
@@ -144,7 +172,8 @@ def fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.
             if head is not None:
                 head.set_progress(min(step / max(epochs * steps_per_epoch - 1, 1), 1.0))
             batch = data.batch(index, None if pair_index is None else pair_index[index])
-            out = model.training_loss(batch)
+            with fabric.autocast():
+                out = model.training_loss(on_device(batch, fabric))
             step += 1
             if not torch.isfinite(out.loss):
                 result.skipped_steps += 1
@@ -152,9 +181,11 @@ def fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.
                 scheduler.step()
                 continue
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            fabric.backward(out.loss)
             if cfg.grad_clip:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                # a non-finite norm is clipped as before (the NaN guard is on the loss)
+                fabric.clip_gradients(wrapped, optimizer, max_norm=cfg.grad_clip,
+                                      error_if_nonfinite=False)
             optimizer.step()
             scheduler.step()
             losses.append(float(out.loss.detach()))
@@ -167,7 +198,7 @@ def fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.
         row = {"epoch": epoch + 1, "train_loss": result.train_loss[-1],
                "lr": optimizer.param_groups[0]["lr"]}
         if len(val):
-            logits = predict_logits(model, data, val, cfg.eval_batch_size)
+            logits = predict_logits(model, data, val, cfg.eval_batch_size, fabric)
             y_val = data.y[val]
             val_loss = balanced_cross_entropy(logits, y_val)
             val_bacc = float(balanced_accuracy_score(y_val.numpy(), logits.argmax(1).numpy()))

@@ -8,6 +8,7 @@ gets its own learning rate, optionally decayed layer by layer.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from lightning.fabric import Fabric
 from torch import nn
 
 from eegfm import __version__
@@ -180,12 +182,26 @@ def decay_groups(named, lr: float, weight_decay: float) -> list[dict[str, Any]]:
     return [g for g in groups if g["params"]]
 
 
+def on_device(batch: Batch, fabric: Fabric | None) -> Batch:
+    """The batch on the fabric's device (left on the CPU without one)."""
+    return batch if fabric is None else fabric.to_device(batch)
+
+
+def autocast(fabric: Fabric | None) -> contextlib.AbstractContextManager:
+    """The fabric's precision context (none without one: float32)."""
+    return contextlib.nullcontext() if fabric is None else fabric.autocast()
+
+
 @torch.no_grad()
 def encode_windows(encoder: nn.Module, data: WindowTensors, batch_size: int,
-                   progress: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Frozen-encoder tokens of every window: ``(N, C, P, D)`` and the valid mask ``(N, C)``."""
+                   progress: bool = False, fabric: Fabric | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen-encoder tokens of every window: ``(N, C, P, D)`` float32 on the CPU, and the
+    valid mask ``(N, C)``; computed on the fabric's device and precision."""
     was_training = encoder.training
     encoder.eval()
+    if fabric is not None:
+        encoder.to(fabric.device)
     tokens, masks = [], []
     starts = range(0, len(data), batch_size)
     if progress:
@@ -195,13 +211,14 @@ def encode_windows(encoder: nn.Module, data: WindowTensors, batch_size: int,
                       dynamic_ncols=True)
     width = data.channel_mask.shape[1]
     for s in starts:
-        batch = data.batch(np.arange(s, min(s + batch_size, len(data))))
-        out = encoder.forward_features(batch.x, batch.coords, batch.channel_mask,
-                                       batch.ref_coords)
+        batch = on_device(data.batch(np.arange(s, min(s + batch_size, len(data)))), fabric)
+        with autocast(fabric):
+            out = encoder.forward_features(batch.x, batch.coords, batch.channel_mask,
+                                           batch.ref_coords)
         pad = width - out.shape[1]
         valid = encoder.valid_channel_mask(batch.coords, batch.channel_mask)
-        tokens.append(nn.functional.pad(out, (0, 0, 0, 0, 0, pad)))
-        masks.append(nn.functional.pad(valid, (0, pad)))
+        tokens.append(nn.functional.pad(out.float().cpu(), (0, 0, 0, 0, 0, pad)))
+        masks.append(nn.functional.pad(valid.cpu(), (0, pad)))
     encoder.train(was_training)
     return torch.cat(tokens), torch.cat(masks)
 

@@ -45,6 +45,7 @@ from eegfm.training.finetune_config import (
     FinetuneConfig,
     load_finetune_config,
 )
+from eegfm.training.finetune_loop import make_fabric
 from eegfm.training.fold_models import (
     RunContext,
     build_fold_model,
@@ -153,6 +154,7 @@ def run_finetune(config: FinetuneConfig | str | Path | Mapping | None = None,
                      "(no pretrained model in this report).")
         if not models:
             raise ConfigError("models: only 'pretrained' was asked for, but no --checkpoint given")
+    fabric = make_fabric(cfg.train)  # before any data work: a missing device fails at once
     # random_init copies the checkpoint's architecture when there is one (the fair ablation)
     pretrained = from_pretrained(cfg.checkpoint) if cfg.checkpoint else None
     reference = pretrained or create_model(cfg.encoder, **cfg.encoder_options)
@@ -166,7 +168,9 @@ def run_finetune(config: FinetuneConfig | str | Path | Mapping | None = None,
         cache_dir=cfg.cache_dir, progress=cfg.progress)
     splits = _splits(cfg, task, notes)
     ctx = RunContext(cfg=cfg, task=task, splits=splits, out=out,
-                     prep_config=prep_config.to_dict(), notes=notes)
+                     prep_config=prep_config.to_dict(), notes=notes, fabric=fabric)
+    if cfg.train.accelerator != "cpu" or cfg.train.precision != "32-true":
+        notes.append(f"Models ran on {fabric.device} in {cfg.train.precision} precision.")
     fixed = [m for m in models if m not in ENCODER_MODELS]
     channels = task.common_channels()
     if fixed and channels and len(channels) < task.x.shape[1]:

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 import torch
+from lightning.fabric import Fabric
 from sklearn.pipeline import Pipeline
 from tqdm import tqdm
 
@@ -42,7 +43,9 @@ from eegfm.training.finetune_loop import FitResult, fit, predict_logits
 from eegfm.training.finetune_module import (
     EncoderClassifier,
     WindowTensors,
+    autocast,
     encode_windows,
+    on_device,
     save_finetuned,
 )
 from eegfm.training.finetune_report import (
@@ -90,6 +93,7 @@ class RunContext:
     out: Path
     prep_config: dict[str, Any]
     notes: list[str]
+    fabric: Fabric | None = None  # device and precision (None: the CPU in float32)
 
 
 class FoldModel(ABC):
@@ -201,7 +205,7 @@ def _fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np
     logs = fm.ctx.out / "logs" / fm.tag
     tag = f"fold_{fold:02d}" if fold >= 0 else "final"
     return fit(model, data, train, val, cfg.train, lr=lr, weight_decay=weight_decay, seed=seed,
-               epochs=epochs, stop_after=stop_after, pair_index=pair,
+               epochs=epochs, stop_after=stop_after, pair_index=pair, fabric=fm.ctx.fabric,
                csv_path=logs / f"{tag}.csv",
                tensorboard_dir=(logs / "tb" / tag) if cfg.tensorboard else None,
                progress=cfg.progress, desc=f"{fm.display} {tag}")
@@ -237,14 +241,15 @@ def window_tensors(task: TaskSet, align: str,
 
 
 def predict_windows(model: EncoderClassifier, task: TaskSet, align: str,
-                    batch_size: int) -> np.ndarray:
-    """Class probabilities ``(N, K)`` of a fine-tuned model on every window of ``task``.
+                    batch_size: int, fabric: Fabric | None = None) -> np.ndarray:
+    """Class probabilities ``(N, K)`` of a fine-tuned model on every window of ``task``, in
+    batches on the fabric's device and precision.
 
     The windows are aligned as the model was trained (``align``), per subject, from the
     subject's own windows.
     """
     data = window_tensors(task, align)
-    return _softmax(predict_logits(model, data, np.arange(len(task)), batch_size))
+    return _softmax(predict_logits(model, data, np.arange(len(task)), batch_size, fabric))
 
 
 def neighbour_index(recording_id: np.ndarray, start: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -283,7 +288,8 @@ class EncoderFoldModel(FoldModel):
         self.data = self.signal
         if self.cached:
             tokens, token_mask = encode_windows(self.shared_encoder, self.signal,
-                                                cfg.train.eval_batch_size, cfg.progress)
+                                                cfg.train.eval_batch_size, cfg.progress,
+                                                ctx.fabric)
             self.data = WindowTensors(task.y, tokens=tokens, token_mask=token_mask,
                                       subject_ids=self.subject_ids)
         self.model: EncoderClassifier | None = None
@@ -333,7 +339,7 @@ class EncoderFoldModel(FoldModel):
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
         """Softmax of the fitted model's logits."""
         return _softmax(predict_logits(self.model, self.data, rows,
-                                       self.ctx.cfg.train.eval_batch_size))
+                                       self.ctx.cfg.train.eval_batch_size, self.ctx.fabric))
 
     def _tokens(self, model: EncoderClassifier, rows: np.ndarray
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -345,12 +351,15 @@ class EncoderFoldModel(FoldModel):
         outs, masks = [], []
         width = int(self.data.channel_mask[rows].sum(1).max())
         model.eval()
+        fabric = self.ctx.fabric
         with torch.no_grad():
             for s in range(0, len(rows), batch_size):
-                tokens, mask = model.encode(self.data.batch(rows[s:s + batch_size]))
+                with autocast(fabric):
+                    tokens, mask = model.encode(
+                        on_device(self.data.batch(rows[s:s + batch_size]), fabric))
                 pad = width - tokens.shape[1]
-                outs.append(torch.nn.functional.pad(tokens, (0, 0, 0, 0, 0, pad)))
-                masks.append(torch.nn.functional.pad(mask, (0, pad)))
+                outs.append(torch.nn.functional.pad(tokens.float().cpu(), (0, 0, 0, 0, 0, pad)))
+                masks.append(torch.nn.functional.pad(mask.cpu(), (0, pad)))
         return torch.cat(outs), torch.cat(masks)
 
     def after_fold(self, split: Split) -> None:
@@ -461,7 +470,7 @@ class NetworkFoldModel(FoldModel):
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
         """Softmax of the fitted network's logits."""
         return _softmax(predict_logits(self.model, self.data, rows,
-                                       self.ctx.cfg.train.eval_batch_size))
+                                       self.ctx.cfg.train.eval_batch_size, self.ctx.fabric))
 
     def info(self) -> dict[str, Any]:
         """Network class, alignment and parameter counts."""

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
+from lightning.fabric import Fabric
 
 from eegfm.data.task_config import ConfigError
 from eegfm.data.task_windows import TaskDataError, fixed_starts
@@ -33,8 +34,9 @@ from eegfm.data.tasks import build_task_set
 from eegfm.evaluation import classification_metrics
 from eegfm.evaluation.alignment import ALIGNED_RMS_UV, mean_covariance_of, whitening_of
 from eegfm.prep import PrepError, expand_sources, load_item, load_prep_config, process_raw, run_prep
-from eegfm.training.finetune_config import load_finetune_config
-from eegfm.training.finetune_module import load_finetuned
+from eegfm.training.finetune_config import TrainConfig, add_device_options, load_finetune_config
+from eegfm.training.finetune_loop import make_fabric
+from eegfm.training.finetune_module import autocast, load_finetuned
 from eegfm.training.finetune_report import model_results, predictions_frame
 from eegfm.training.fold_models import predict_windows
 
@@ -73,13 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fine-tuning YAML whose task section labels the inputs' windows "
                              "(e.g. configs/finetune/eegmat.yaml): score the model per subject "
                              "and pooled")
+    add_device_options(parser)
     parser.add_argument("--no-progress", dest="progress", action="store_false")
     return parser
 
 
 def predict_recording(model, recording, *, window: int, stride: int, batch_size: int,
-                      align: str = "none") -> tuple[np.ndarray, np.ndarray]:
-    """Window starts (samples) and class probabilities ``(n_windows, K)`` of one recording.
+                      align: str = "none", fabric: Fabric | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """Window starts (samples) and class probabilities ``(n_windows, K)`` of one recording,
+    in batches on the fabric's device and precision (default: the CPU in float32).
 
     A model trained on Euclidean-aligned windows gets the recording aligned from its own
     windows (the recording stands for its subject: no labels or subject ids are known here).
@@ -97,15 +102,19 @@ def predict_recording(model, recording, *, window: int, stride: int, batch_size:
         cov = sum(mean_covariance_of(windows(chunk)) * len(chunk) for chunk in batches)
         whitening = whitening_of(cov / len(starts)) * ALIGNED_RMS_UV
     probs = []
+    device = torch.device("cpu") if fabric is None else fabric.device
+    model.to(device)
     with torch.no_grad():
         for chunk in batches:
             x = windows(chunk)
             if whitening is not None:
                 x = np.einsum("cd,ndt->nct", whitening, x).astype(np.float32)
             b = len(chunk)
-            logits = model(torch.from_numpy(x), coords.expand(b, -1, -1), None,
-                           ref.expand(b, -1, -1))
-            probs.append(torch.softmax(logits, 1).numpy())
+            with autocast(fabric):
+                logits = model(torch.from_numpy(x).to(device),
+                               coords.expand(b, -1, -1).to(device), None,
+                               ref.expand(b, -1, -1).to(device))
+            probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
     return starts, (np.concatenate(probs) if probs else np.zeros((0, 0)))
 
 
@@ -119,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     """Run ``eegfm predict``; 0 when every input was predicted, 1 if some failed, 2 on errors."""
     args = build_parser().parse_args(argv)
     try:
+        fabric = make_fabric(TrainConfig(accelerator=args.accelerator or "cpu",
+                                         devices=args.devices or 1,
+                                         precision=args.precision or "32-true"))
         model, meta = load_finetuned(args.model)
         config = _prep_config(meta, args.prep_config)
         items = expand_sources(args.input, config)
@@ -135,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
             print("eegfm predict: --stride-s does not apply with --task (the task config's "
                   "stride_s cuts the windows)", file=sys.stderr)
             return 2
-        return score_labelled(model, meta, config, args)
+        return score_labelled(model, meta, config, args, fabric)
     window = round(meta["window_s"] * meta["sfreq"])
     stride = max(1, round((meta["stride_s"] if args.stride_s is None else args.stride_s)
                           * meta["sfreq"]))
@@ -153,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                                            event_id=loaded.event_id)
                 starts, proba = predict_recording(model, recording, window=window, stride=stride,
                                                   batch_size=args.batch_size,
-                                                  align=meta["align"])
+                                                  align=meta["align"], fabric=fabric)
                 if not len(starts):
                     print(f"eegfm predict: {item.location}: shorter than one "
                           f"{meta['window_s']} s window, skipped", file=sys.stderr)
@@ -186,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def score_labelled(model, meta: dict[str, Any], config, args: argparse.Namespace) -> int:
+def score_labelled(model, meta: dict[str, Any], config, args: argparse.Namespace,
+                   fabric: Fabric | None = None) -> int:
     """``--task``: label, align and predict the inputs' windows; print and write the scores."""
     try:
         task_config = load_finetune_config(args.task).task
@@ -221,7 +234,7 @@ def score_labelled(model, meta: dict[str, Any], config, args: argparse.Namespace
         print(f"eegfm predict: --task {args.task} cuts {task.window_s} s windows, the model was "
               f"trained on {meta['window_s']} s", file=sys.stderr)
         return 2
-    proba = predict_windows(model, task, meta["align"], args.batch_size)
+    proba = predict_windows(model, task, meta["align"], args.batch_size, fabric)
     every = np.ones(len(task), dtype=bool)
     entry = model_results(task.y, proba, task.subject, every, task.class_names)
     pooled = classification_metrics(task.y, proba.argmax(1), proba,
