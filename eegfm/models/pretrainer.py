@@ -1,9 +1,11 @@
 """Masked pretraining: mask tokens, encode, decode the normalised signal of masked patches.
 
-Read top-down: ``make_mask`` -> ``forward_encoder`` -> ``forward_decoder`` -> ``forward_loss``.
-The mask token replaces a masked patch embedding *before* electrode, time and amplitude
-embeddings are added, so the encoder knows where (which electrode, which patch) it must
-reconstruct but not what was there.
+Read top-down: ``make_mask`` -> ``forward_encoder`` -> ``forward_decoder`` -> ``forward_loss``
+(-> ``forward_targets``). The mask token replaces a masked patch embedding *before* electrode,
+time and amplitude embeddings are added, so the encoder knows where (which electrode, which
+patch) it must reconstruct but not what was there. Optional heads predict neuro-statistics of
+the unmasked window from the encoder's tokens (``eegfm.models.targets``); they are
+pretraining-only: exports and fine-tuning take ``encoder`` alone.
 """
 
 from __future__ import annotations
@@ -17,6 +19,44 @@ from torch import nn
 from eegfm.models.attention import SpatioTemporalBlock
 from eegfm.models.encoder import EEGEncoder, EncoderInputs, _init_weights
 from eegfm.models.masking import MASK_KINDS, mixed_mask
+from eegfm.models.targets import (
+    BANDPOWER_STATS,
+    BANDS_HZ,
+    CONNECTIVITY_BANDS,
+    CONNECTIVITY_STATS,
+    bandpower_features,
+    connectivity_features,
+    feature_stats,
+    mean_baseline,
+    pair_weight,
+    weighted_mse,
+)
+
+
+class ConnectivityHead(nn.Module):
+    """Low-rank bilinear read-out of channel pairs: ``pred_ij = <U h_i, U h_j> / sqrt(r) + b``.
+
+    ``h_i`` is channel i's token averaged over patches; one ``U`` (``rank`` rows) and one bias
+    per band. Symmetric by construction, and its cost grows with C·D·r, the pairs only in a
+    product of rank r.
+    """
+
+    def __init__(self, dim: int, n_bands: int, rank: int) -> None:
+        super().__init__()
+        self.n_bands, self.rank = n_bands, rank
+        self.norm = nn.LayerNorm(dim)
+        # PyTorch's default init, not the encoder's std 0.02: a bilinear form's gradient scales
+        # with U itself, so a near-zero start would sit at the saddle at U = 0
+        self.proj = nn.Linear(dim, n_bands * rank)
+        self.bias = nn.Parameter(torch.zeros(n_bands))
+
+    def forward(self, tokens: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """``tokens (B, C, P, D)``, ``valid (B, C)`` -> ``(B, n_bands, C, C)``."""
+        B, C, _, _ = tokens.shape
+        channel = self.norm(tokens.mean(dim=2))  # invalid channels' tokens are zero
+        u = self.proj(channel).reshape(B, C, self.n_bands, self.rank).transpose(1, 2)
+        pred = u @ u.transpose(-1, -2) / self.rank**0.5 + self.bias[:, None, None]
+        return pred * pair_weight(valid)
 
 
 class MaskedPretrainer(nn.Module):
@@ -34,6 +74,14 @@ class MaskedPretrainer(nn.Module):
         LaBraM/CBraMod; the encoder already sees the mask tokens in place).
     decoder_dim, decoder_heads : decoder width (default: half the encoder's) and heads.
     spectrum_weight : weight of an extra loss on the amplitude spectrum of masked patches.
+    bandpower_weight : weight of the band-power target (log power and log relative power per
+        channel, patch and band, ``eegfm.models.targets``); 0 (default): no head, no cost.
+    bandpower_tokens : tokens whose band power enters the loss: ``'all'`` valid tokens
+        (default: visible tokens must hold their patch's spectrum, masked ones infer it) or
+        ``'masked'`` only. Both halves are logged either way.
+    connectivity_weight : weight of the alpha/beta amplitude-envelope correlation target
+        between channels; 0 (default): no head, no cost.
+    connectivity_rank : rank of the bilinear connectivity head.
     """
 
     def __init__(
@@ -50,6 +98,10 @@ class MaskedPretrainer(nn.Module):
         decoder_dim: int | None = None,
         decoder_heads: int | None = None,
         spectrum_weight: float = 0.0,
+        bandpower_weight: float = 0.0,
+        bandpower_tokens: str = "all",
+        connectivity_weight: float = 0.0,
+        connectivity_rank: int = 16,
     ) -> None:
         super().__init__()
         self._options = {
@@ -81,6 +133,39 @@ class MaskedPretrainer(nn.Module):
             self.decoder_pred,
         ):
             module.apply(_init_weights)
+        self._build_target_heads(
+            bandpower_weight, bandpower_tokens, connectivity_weight, connectivity_rank
+        )
+
+    def _build_target_heads(self, bandpower_weight: float, bandpower_tokens: str,
+                            connectivity_weight: float, connectivity_rank: int) -> None:
+        """Create only the heads whose weight is positive: a disabled target adds no parameter
+        (old checkpoints load, DDP finds no unused one) and no computation."""
+        for key, value in (("bandpower_weight", bandpower_weight),
+                           ("connectivity_weight", connectivity_weight)):
+            if not value >= 0:
+                raise ValueError(f"pretrainer option {key} must be >= 0 (0 = off), got {value}")
+        if bandpower_tokens not in ("all", "masked"):
+            raise ValueError(f"pretrainer option bandpower_tokens must be 'all' or 'masked', "
+                             f"got {bandpower_tokens!r}")
+        self.bandpower_weight = bandpower_weight
+        self.bandpower_tokens = bandpower_tokens
+        self.connectivity_weight = connectivity_weight
+        dim = self.encoder.embed_dim
+        self.bandpower_head = None
+        self.connectivity_head = None
+        if bandpower_weight > 0:
+            n_features = 2 * len(BANDS_HZ)  # log power and log relative power per band
+            self.bandpower_head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, n_features))
+            self.bandpower_head.apply(_init_weights)
+            # fixed constants, moved with the module; not in the state dict (nothing to load)
+            self.register_buffer("bandpower_stats", feature_stats(BANDPOWER_STATS),
+                                 persistent=False)
+        if connectivity_weight > 0:
+            self.connectivity_head = ConnectivityHead(dim, len(CONNECTIVITY_BANDS),
+                                                      connectivity_rank)
+            self.register_buffer("connectivity_stats", feature_stats(CONNECTIVITY_STATS),
+                                 persistent=False)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -173,7 +258,58 @@ class MaskedPretrainer(nn.Module):
         """Masked-reconstruction loss of a batch and its parts (detached, for logging)."""
         inputs = self.encoder.prepare(x, coords, channel_mask, ref_coords)
         mask, kind = self.make_mask(coords, inputs.valid, inputs.n_patches, generator)
-        pred = self.forward_decoder(self.forward_encoder(inputs, mask), inputs)
+        tokens = self.forward_encoder(inputs, mask)
+        pred = self.forward_decoder(tokens, inputs)
         B, C, _ = inputs.x_norm.shape
         target = inputs.x_norm.reshape(B, C, inputs.n_patches, -1)
-        return self.forward_loss(pred, target, mask, kind, inputs.valid)
+        loss, parts = self.forward_loss(pred, target, mask, kind, inputs.valid)
+        if self.bandpower_head is None and self.connectivity_head is None:
+            return loss, parts
+        target_loss, target_parts = self.forward_targets(x, tokens, mask, inputs.valid)
+        return loss + target_loss, {**parts, **target_parts}
+
+    def forward_targets(
+        self,
+        x: torch.Tensor,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        valid: torch.Tensor,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Weighted losses of the neuro-statistics heads, with their parts and baselines.
+
+        Targets come from the unmasked window ``x (B, C, T)`` µV; ``tokens (B, C, P, D)``,
+        ``mask (B, C, P)``. Each ``loss_<target>_mean`` is the loss of predicting every feature's
+        batch mean over the same entries (its variance): a head that learned nothing scores it.
+        """
+        sfreq_hz, patch_len = float(self.encoder.sfreq), int(self.encoder.patch_len)
+        loss = tokens.new_zeros((), dtype=torch.float32)
+        parts: dict[str, torch.Tensor] = {}
+        # targets are constants of the window: float32, no graph, whatever the autocast
+        with torch.no_grad(), torch.autocast(x.device.type, enabled=False):
+            bandpower = None if self.bandpower_head is None else bandpower_features(
+                x, valid, self.bandpower_stats, sfreq_hz=sfreq_hz, patch_len=patch_len)
+            connectivity = None if self.connectivity_head is None else connectivity_features(
+                x, valid, self.connectivity_stats, sfreq_hz=sfreq_hz)
+        if bandpower is not None:
+            pred = self.bandpower_head(tokens).float()  # (B, C, P, 10)
+            real = valid[:, :, None].expand_as(mask)
+            masked = (real & mask).float()[..., None]
+            visible = (real & ~mask).float()[..., None]
+            used = masked if self.bandpower_tokens == "masked" else masked + visible
+            loss_bandpower = weighted_mse(pred, bandpower, used)
+            loss = loss + self.bandpower_weight * loss_bandpower
+            parts["loss_bandpower"] = loss_bandpower.detach()
+            parts["loss_bandpower_mean"] = mean_baseline(bandpower, used, dims=(0, 1, 2))
+            detached = pred.detach()
+            # 0/0 = NaN when no token of the batch is masked, which the logging skips
+            for name, weight in (("masked", masked), ("visible", visible)):
+                error = ((detached - bandpower).square() * weight).sum()
+                parts[f"loss_bandpower_{name}"] = error / (weight.sum() * detached.shape[-1])
+        if connectivity is not None:
+            pred = self.connectivity_head(tokens, valid).float()  # (B, n_bands, C, C)
+            pairs = pair_weight(valid)
+            loss_connectivity = weighted_mse(pred, connectivity, pairs)
+            loss = loss + self.connectivity_weight * loss_connectivity
+            parts["loss_connectivity"] = loss_connectivity.detach()
+            parts["loss_connectivity_mean"] = mean_baseline(connectivity, pairs, dims=(0, 2, 3))
+        return loss, parts

@@ -316,13 +316,18 @@ def test_too_many_nonfinite_steps_in_a_row_stop_the_run(fused: bool, tmp_path: P
     assert trainer.global_step == (5 if fused else 4)
 
 
+@pytest.mark.parametrize("pretrainer", [None, {"bandpower_weight": 1.0,
+                                                "connectivity_weight": 1.0}],
+                         ids=["masked", "with_targets"])
 def test_gpu_recipe_steps_never_read_device_values(monkeypatch: pytest.MonkeyPatch,
-                                                   tmp_path: Path) -> None:
+                                                   tmp_path: Path,
+                                                   pretrainer: dict | None) -> None:
     """Between metric flushes, a bf16 + fused AdamW step reads no tensor value on the host:
     on a GPU each read would stall the host until the step finished, so the next step's
     launches could not overlap it. Audited on the CPU by intercepting every Python-level read
     (item, bool, tolist, ...), data-dependent shape (nonzero, boolean indexing) and host-data
-    tensor creation on a device; the masks' early exit, free on the CPU only, is turned off."""
+    tensor creation on a device; the masks' early exit, free on the CPU only, is turned off.
+    With the neuro-statistics targets on, their computation and heads are audited too."""
     import traceback
 
     import lightning as L
@@ -361,7 +366,7 @@ def test_gpu_recipe_steps_never_read_device_values(monkeypatch: pytest.MonkeyPat
             audit.active = trainer.global_step in (2, 3, 4)  # steps 3-5: no flush, no check
 
     torch.manual_seed(0)
-    module = MaskedPretrainModule(warmup_steps=1, fused_adamw=True)
+    module = MaskedPretrainModule(warmup_steps=1, fused_adamw=True, pretrainer=pretrainer)
     trainer = _cpu_trainer(tmp_path, 6, precision="bf16-mixed", gradient_clip_val=1.0,
                            callbacks=[AuditSteps(), StepMetricsLogger(flush_every_n_steps=50)])
     with audit:
