@@ -6,18 +6,117 @@ job is requeued; each callback drops what it wrote past the step a run resumes f
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import rank_zero_info
+import torch.distributed as dist
+from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from eegfm.training.logging import ResumableCSV
 
 METRICS_FILE = "metrics.csv"
 ENCODER_FOLDER = "encoder"
+REQUEUE, TERMINATE = 0, 1  # slots of the signal flags
+# set by the signal handlers of this process, read at step boundaries (one per process)
+_FLAGS = torch.zeros(2, dtype=torch.int32)
+
+
+def _flag_requeue(signum: int, frame: Any) -> None:
+    _FLAGS[REQUEUE] = 1
+
+
+def _flag_terminate(signum: int, frame: Any) -> None:
+    _FLAGS[TERMINATE] = 1
+
+
+def pending_signals() -> tuple[bool, bool]:
+    """(requeue signal, SIGTERM) received by this process and not yet acted on."""
+    return bool(_FLAGS[REQUEUE]), bool(_FLAGS[TERMINATE])
+
+
+def install_requeue_flag() -> None:
+    """Flag SLURM's requeue signal (SIGUSR1) from process start, inside a SLURM job.
+
+    Without a handler SIGUSR1 ends the process; one installed before Lightning's also keeps
+    Lightning from writing its checkpoint inside the handler (see `StepBoundarySignals`).
+    """
+    if os.environ.get("SLURM_JOB_ID"):
+        signal.signal(signal.SIGUSR1, _flag_requeue)
+
+
+class StepBoundarySignals(L.Callback):
+    """Acts on SLURM's requeue signal and on SIGTERM at a step boundary every rank agrees on.
+
+    Lightning writes the requeue checkpoint inside its SIGUSR1 handler and broadcasts inside its
+    SIGTERM handler, wherever the signal finds each rank: with DDP that meets the other ranks'
+    collectives mid-step (Lightning issue #21406: jobs that hang until killed). Here the
+    handlers only set flags. Before each step the ranks combine them (a max all-reduce of two
+    integers over a CPU gloo group, so no device synchronisation), and all act at the same step:
+    on the requeue signal every rank writes RUN_DIR/hpc_ckpt_N.ckpt (the state after the
+    previous step) and rank 0 runs `scontrol requeue`, training going on until SLURM's SIGTERM;
+    on SIGTERM the run ends before the step (`SIGTERMException`: exit 143).
+    """
+
+    def __init__(self) -> None:
+        self.group: Any = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Replace Lightning's handlers (registered just before) with the flag setters; a
+        requeue signal flagged during start-up is kept."""
+        _FLAGS[TERMINATE] = 0
+        environment = trainer._accelerator_connector.cluster_environment
+        if isinstance(environment, SLURMEnvironment) and environment.auto_requeue:
+            signal.signal(environment.requeue_signal or signal.SIGUSR1, _flag_requeue)
+        else:  # not a requeueing SLURM job (interactive, torchrun, auto_requeue off)
+            _FLAGS[REQUEUE] = 0
+            if signal.getsignal(signal.SIGUSR1) is _flag_requeue:
+                signal.signal(signal.SIGUSR1, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, _flag_terminate)
+        if trainer.world_size > 1 and dist.is_available() and dist.is_initialized():
+            self.group = dist.new_group(backend="gloo")
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any) -> None:
+        """Act on the signals any rank received since the last step."""
+        flags = _FLAGS.clone()
+        if self.group is not None:
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX, group=self.group)
+        if flags[REQUEUE]:
+            _FLAGS[REQUEUE] = 0
+            self._save_and_requeue(trainer)
+        if flags[TERMINATE]:
+            raise SIGTERMException
+
+    def _save_and_requeue(self, trainer: L.Trainer) -> None:
+        path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
+        trainer.save_checkpoint(path)  # every rank: the strategy decides who writes
+        if not trainer.is_global_zero:
+            return
+        array = os.environ.get("SLURM_ARRAY_JOB_ID")
+        job = (f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array
+               else os.environ.get("SLURM_JOB_ID", ""))
+        rank_zero_info(f"requeue signal: saved {path} after step {trainer.global_step}; "
+                       f"requeueing SLURM job {job}")
+        try:
+            code = subprocess.call(["scontrol", "requeue", job])
+        except OSError as error:  # no scontrol here
+            code = f"{type(error).__name__}: {error}"
+        if code != 0:
+            rank_zero_warn(f"`scontrol requeue {job}` failed ({code}): resubmit the job to "
+                           f"resume from {path}")
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        """Drop the gloo group (Lightning restores the signal handlers it found)."""
+        if self.group is not None and dist.is_initialized():
+            dist.destroy_process_group(self.group)
+        self.group = None
 
 
 class StepMetricsLogger(L.Callback):

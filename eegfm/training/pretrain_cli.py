@@ -24,7 +24,12 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from eegfm.shards.reader import ShardDataError
-from eegfm.training.callbacks import EncoderExport, StepMetricsLogger
+from eegfm.training.callbacks import (
+    EncoderExport,
+    StepBoundarySignals,
+    StepMetricsLogger,
+    install_requeue_flag,
+)
 from eegfm.training.datamodule import PretrainDataModule
 from eegfm.training.errors import PretrainConfigError
 from eegfm.training.pretrain_module import MaskedPretrainModule
@@ -177,7 +182,7 @@ def _build(argv: list[str]) -> PretrainCLI:
         trainer_defaults={
             "logger": False,
             "use_distributed_sampler": False,
-            "callbacks": [StepMetricsLogger(), EncoderExport()],
+            "callbacks": [StepBoundarySignals(), StepMetricsLogger(), EncoderExport()],
         },
         parser_kwargs={"prog": "eegfm pretrain", "description": __doc__.split("\n\n")[0]},
     )
@@ -190,6 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     error (an option the model or data reject, when the command is built or once they meet in
     `fit`; a missing --resume file) is one line, status 2; a shard that cannot be read (or fails
     a checksum with data.verify) is one line naming it, status 1."""
+    install_requeue_flag()  # a time-limit signal during start-up must not end the process
     try:
         cli = build_cli(list(sys.argv[1:] if argv is None else argv))
         run_dir = Path(cli.trainer.default_root_dir)

@@ -167,9 +167,9 @@ def test_ddp_pretraining_is_requeued_by_its_time_limit_signal_and_resumes_exactl
     cluster: Cluster, shards: Path, reference: Path, tmp_path: Path
 ) -> None:
     """With `--time=00:03:00 --signal=SIGUSR1@130`, SLURM signals the 2-task job 50-80 s in;
-    Lightning saves RUN_DIR/hpc_ckpt_1.ckpt and requeues the job; the requeued job (same
-    script, same run directory) resumes from that checkpoint and finishes the run, equal to the
-    uninterrupted one."""
+    both ranks save RUN_DIR/hpc_ckpt_1.ckpt at the next step boundary and rank 0 requeues the
+    job; the requeued job (same script, same run directory) resumes from that checkpoint and
+    finishes the run, equal to the uninterrupted one."""
     run = tmp_path / "run"
     job = submit_pretraining(
         cluster, shards, run, "--time=00:03:00", "--signal=SIGUSR1@130",
@@ -179,9 +179,11 @@ def test_ddp_pretraining_is_requeued_by_its_time_limit_signal_and_resumes_exactl
     log = job_log(run, job)
     assert states == ["COMPLETED"], log[-4000:]
     assert cluster.job(job)["Restarts"] == "1", log[-4000:]
-    assert "Handling auto-requeue signal" in log and f"Requeued SLURM job: {job}" in log
-    assert f"stopped by SIGTERM after step {HOLD}" in log
-    # hpc_ckpt_1 holds step 25, newer than checkpoints/last.ckpt (step 20)
+    # every rank acts on the signal before step 26 (eegfm's StepBoundarySignals): hpc_ckpt_1
+    # holds step 25, newer than checkpoints/last.ckpt (step 20); SLURM's SIGTERM follows
+    assert (f"requeue signal: saved {run / 'hpc_ckpt_1.ckpt'} after step {HOLD}; requeueing "
+            f"SLURM job {job}") in log, log[-4000:]
+    assert f"stopped by SIGTERM after step {HOLD + 1}" in log
     assert f"resuming from {run / 'hpc_ckpt_1.ckpt'}" in log, log[-4000:]
     assert_same_run(run, reference)
 

@@ -199,8 +199,9 @@ def test_runs_stopped_by_slurm_sigkill_and_ctrl_c_resume_exactly(
     every = ["--checkpoint.every_n_train_steps", "8"]
     capped = [*every, "--trainer.max_steps", str(RESUMED_STEPS)]
     # 1. A SLURM job with one loader worker: the time-limit signal (SIGUSR1) lands inside step
-    # 27, where Lightning writes hpc_ckpt_1 (step 26); SIGTERM (the requeue's kill) comes after
-    # step 29 and Lightning ends the run after that step, its rows flushed.
+    # 27; every rank acts on it at the next step boundary, writing hpc_ckpt_1 (step 27) before
+    # step 28; SIGTERM (the requeue's kill) comes after step 29 and the run ends before step 30,
+    # its rows flushed.
     slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "pretrain", "SLURM_JOB_ID": "4242"}
     slurm |= {"SLURM_NODELIST": "localhost", "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
     slurm |= {"SLURM_NODEID": "0"}
@@ -209,9 +210,11 @@ def test_runs_stopped_by_slurm_sigkill_and_ctrl_c_resume_exactly(
     assert first.returncode == 128 + signal.SIGTERM, first.stderr[-3000:]  # not 0: unfinished
     assert "stopped by SIGTERM after step 29" in first.stdout + first.stderr
     assert (run / "hpc_ckpt_1.ckpt").is_file(), first.stderr[-3000:]
+    hpc = torch.load(run / "hpc_ckpt_1.ckpt", map_location="cpu", weights_only=True)
+    assert hpc["global_step"] == 27, "written at the step boundary, not inside step 27"
     assert steps_logged(run) == list(range(1, 30)), "rows up to the stop, flushed"
-    # 2. Requeued: resumes from hpc_ckpt_1 (step 26, newer than last.ckpt of step 24), drops
-    # rows 27-29, and is hard-killed after step 37: rows past the last checkpoint (32) are lost.
+    # 2. Requeued: resumes from hpc_ckpt_1 (step 27, newer than last.ckpt of step 24), drops
+    # rows 28-29, and is hard-killed after step 37: rows past the last checkpoint (32) are lost.
     second = pretrain(shards, run, *capped, *stop_at(37, "sigkill"))
     assert second.returncode == -signal.SIGKILL, second.stderr[-3000:]
     assert resumed_from(second) == "hpc_ckpt_1.ckpt"
