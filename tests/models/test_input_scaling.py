@@ -1,0 +1,68 @@
+"""How a window is scaled before the encoder, and that pretraining, fine-tuning and predict
+hand it the same window (docs/models.md, "Inputs")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from eegmat_shards import link_files
+
+from eegfm.data.tasks import build_task_set
+from eegfm.models import create_model
+from eegfm.prep import expand_sources, load_item, load_prep_config, process_raw, run_prep
+from eegfm.shards import ShardReader, read_manifest
+from eegfm.training.finetune_config import load_finetune_config
+
+EEGMAT_TASK = Path(__file__).resolve().parents[2] / "configs" / "finetune" / "eegmat.yaml"
+
+
+def test_one_window_reaches_the_encoder_alike_in_pretraining_finetuning_and_predict(
+    tmp_path: Path, eegmat_dir: Path
+) -> None:
+    """Pretraining reads windows from shards (`ShardReader.read_window`, what the loader
+    calls), fine-tuning cuts them with `build_task_set`, predict preps the raw file again with
+    the model's prep config (`process_raw`): the same µV samples, positions and channel order,
+    so the encoder's own per-channel, per-window robust scaling gives the same tokens' input."""
+    config = load_prep_config(None)
+    folder = link_files(tmp_path / "src" / "eegmat", eegmat_dir, ["Subject00_2.edf"])
+    run_prep([str(folder)], tmp_path / "shards", config, progress=False)
+    (entry,) = read_manifest(tmp_path / "shards")
+    start, length = 1600, 800  # the third 4 s window at 200 Hz
+
+    pretraining = ShardReader(tmp_path / "shards").read_window(entry.recording_id, start, length)
+
+    task = build_task_set(load_finetune_config(EEGMAT_TASK).task, str(tmp_path / "shards"),
+                          multiple_of=200, sfreq=200.0, progress=False)
+    (row,) = np.flatnonzero(task.start == start)
+    n = int(task.channel_mask[row].sum())
+    finetuning = task.x[row][:n], task.coords[row][:n]
+
+    (item,) = expand_sources([str(folder / "Subject00_2.edf")], config)
+    (loaded,) = list(load_item(item, config))
+    recording, _ = process_raw(loaded.raw, config, recording_id=loaded.recording_id,
+                               attrs=loaded.attrs, montage=loaded.montage,
+                               event_id=loaded.event_id)
+    predict = recording.data[:, start:start + length], recording.coords
+
+    np.testing.assert_array_equal(finetuning[0], pretraining.data)
+    np.testing.assert_array_equal(finetuning[1], pretraining.coords)
+    # prep again from the file: the same float32 samples, up to float32 rounding of the
+    # filters' summation order
+    np.testing.assert_allclose(predict[0], pretraining.data, rtol=0, atol=1e-3)
+    np.testing.assert_array_equal(predict[1], pretraining.coords)
+
+    encoder = create_model("eegfm_tiny")
+    scaled = [encoder.prepare(torch.from_numpy(np.ascontiguousarray(x, np.float32))[None],
+                              torch.from_numpy(np.asarray(c, np.float32))[None])
+              for x, c in (finetuning, (pretraining.data, pretraining.coords), predict)]
+    for other in scaled[1:]:
+        torch.testing.assert_close(other.x_norm, scaled[0].x_norm, rtol=0, atol=1e-4)
+    # the scaling itself: per channel and window, median removed, divided by 1.4826 x MAD
+    x = torch.from_numpy(pretraining.data)
+    median = x.median(dim=1, keepdim=True).values
+    mad = 1.4826 * (x - median).abs().median(dim=1, keepdim=True).values
+    expected = ((x - median) / mad.clamp_min(encoder.scale_floor_uv)).clamp(-encoder.clip,
+                                                                              encoder.clip)
+    torch.testing.assert_close(scaled[1].x_norm[0], expected, rtol=1e-5, atol=1e-5)
