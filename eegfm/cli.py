@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "finetune": ("eegfm.training.finetune_cli", "fine-tune and evaluate on a labelled task"),
     "predict": ("eegfm.training.predict_cli", "per-window predictions for new recordings"),
     "demo": ("eegfm.training.demo", "prep → pretrain → finetune on real data, minutes on a CPU"),
+    "export": ("eegfm.export_cli", "a model folder as a torch.export (.pt2) or ONNX graph"),
 }
 
 EXIT_INTERNAL_ERROR = 1  # an exception no command expects: a bug, or damage nobody foresaw
@@ -28,7 +29,7 @@ EXIT_BROKEN_PIPE = 141  # the output's reader closed the pipe, as for a process 
 VERBOSE_FLAGS = ("-v", "--verbose")
 
 # subcommands whose work is torch's OpenMP-parallel kernels
-_TORCH_COMMANDS = {"pretrain", "finetune", "predict", "demo"}
+_TORCH_COMMANDS = {"pretrain", "finetune", "predict", "demo", "export"}
 # cores' worth of CPU time used by other processes above which OpenMP threads should sleep
 # rather than spin while they wait for work
 _BUSY_CORES = 0.5

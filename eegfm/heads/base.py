@@ -34,7 +34,11 @@ def check_tokens(tokens: torch.Tensor, channel_mask: torch.Tensor | None,
         raise ValueError(f"channel_mask must be (B, C) = {(batch, channels)}, "
                          f"got {tuple(channel_mask.shape)}")
     channel_mask = channel_mask.bool()
-    if not bool(channel_mask.any(1).all()):
+    if torch.compiler.is_exporting():
+        # an exported graph cannot branch on data: it checks the same at run time
+        torch._assert_async(channel_mask.any(1).all(),
+                            "a sample has no real channel (channel_mask all False)")
+    elif not bool(channel_mask.any(1).all()):
         empty = torch.nonzero(~channel_mask.any(1)).flatten().tolist()
         raise ValueError(f"samples {empty} have no real channel (channel_mask all False)")
     return channel_mask

@@ -113,7 +113,8 @@ class PrototypeRouter(nn.Module, Metered):
             top = probs.topk(self.top_k, dim=-1)
             kept = torch.zeros_like(probs).scatter(-1, top.indices, top.values)
             weights = kept / kept.sum(-1, keepdim=True)
-        self._record_synapse("cosine", flops_per_step=float(u.numel() * self.n_experts), steps=1)
+        # an int, not float(): converting a symbolic size would fix an exported graph's batch
+        self._record_synapse("cosine", flops_per_step=u.numel() * self.n_experts, steps=1)
         return Routing(weights, probs, cosine, u)
 
     @torch.no_grad()

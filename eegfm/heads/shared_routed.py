@@ -110,12 +110,18 @@ class SharedRoutedHead(Head):
         """
         spikes = self.encode(h)
         routing = self.router(spikes)
-        logits = h.new_zeros(len(h), self.n_classes)
+        logits = h.new_zeros(h.shape[0], self.n_classes)  # not len(h): it fixes an export's batch
         per_expert = []
+        exporting = torch.compiler.is_exporting()
         for e, expert in enumerate(self.experts):
-            index = torch.nonzero(routing.weights[:, e] > 0).flatten()
-            if index.numel() == 0:
-                continue
+            if exporting:
+                # an exported graph has fixed shapes: every sample goes through every expert,
+                # and the unrouted ones are added with their weight, 0
+                index = torch.arange(h.shape[0], device=h.device)
+            else:
+                index = torch.nonzero(routing.weights[:, e] > 0).flatten()
+                if index.numel() == 0:
+                    continue
             out = readout(expert(spikes[:, index]))
             weighted = routing.weights[index, e, None] * out
             logits = logits.index_add(0, index, weighted.to(logits.dtype))  # autocast-safe

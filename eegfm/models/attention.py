@@ -103,7 +103,8 @@ class SpatialAttention(nn.Module):
         else:
             args = (qkv, ctx.members, ctx.keys, ctx.slot, bias, H, dropout_p)
             n_scores = P * H * ctx.key_valid.numel()
-            if n_scores > self.knn_recompute_above and torch.is_grad_enabled():
+            # grad mode first: an export (no grad) then never compares its symbolic size
+            if torch.is_grad_enabled() and n_scores > self.knn_recompute_above:
                 # very dense batches: recompute the gathered key blocks and scores in backward
                 # rather than keep them for every layer (memory over time)
                 out = checkpoint(_blocked_knn_attention, *args, use_reentrant=False)

@@ -116,14 +116,35 @@ def _nearest(
     B, C, _ = distance.shape
     n_valid = valid.sum(dim=1)
     small = n_valid <= dense_max_channels
-    widest_small = int(n_valid[small].max()) if bool(small.any()) else 0
-    n_slots = min(C, max(knn_k, widest_small))
+    if torch.compiler.is_exporting():
+        # an exported program has fixed shapes: room for every channel fits any sample, and
+        # the slots beyond a sample's own are not counted, so the result is the same
+        n_slots = C
+    else:
+        widest_small = int(n_valid[small].max()) if bool(small.any()) else 0
+        n_slots = min(C, max(knn_k, widest_small))
     ranked = distance.masked_fill(~valid[:, None, :], torch.finfo(distance.dtype).max)
     neighbours = ranked.topk(n_slots, dim=-1, largest=False).indices
     counted = torch.gather(valid, 1, neighbours.flatten(1)).view(B, C, n_slots)
     allowed = torch.where(small, n_slots, knn_k)
     counted &= (torch.arange(n_slots, device=valid.device) < allowed[:, None])[:, None, :]
     return neighbours, counted
+
+
+def _key_union(
+    member_nb: torch.Tensor, member_ok: torch.Tensor, n_channels: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each block's sorted union of counted neighbours ``(B, G, U)`` (``n_channels``-padded to
+    the widest block) and where each member's neighbour sits in it ``(B, G, m * S)``."""
+    C = n_channels
+    candidates = torch.where(member_ok, member_nb, C).sort(dim=-1).values
+    repeated = torch.zeros_like(candidates, dtype=torch.bool)
+    repeated[..., 1:] = candidates[..., 1:] == candidates[..., :-1]
+    candidates = torch.where(repeated, C, candidates).sort(dim=-1).values
+    n_keys = max(1, int((candidates < C).sum(dim=-1).max()))
+    keys = candidates[..., :n_keys]  # sorted, C-padded
+    position = torch.searchsorted(keys.contiguous(), member_nb.contiguous())
+    return keys, position.clamp_max(n_keys - 1)
 
 
 def _block_plan(
@@ -143,19 +164,18 @@ def _block_plan(
                              neighbours.shape[-1])).view(B, G, -1)
     member_ok = torch.gather(counted, 1, members.view(B, -1, 1).expand(-1, -1,
                              counted.shape[-1])).view(B, G, -1)
-    candidates = torch.where(member_ok, member_nb, C).sort(dim=-1).values
-    repeated = torch.zeros_like(candidates, dtype=torch.bool)
-    repeated[..., 1:] = candidates[..., 1:] == candidates[..., :-1]
-    candidates = torch.where(repeated, C, candidates).sort(dim=-1).values
-    n_keys = max(1, int((candidates < C).sum(dim=-1).max()))
-    keys = candidates[..., :n_keys]  # (B, G, U), sorted, C-padded
+    if torch.compiler.is_exporting():
+        # an exported program has fixed shapes: every block takes all C channels as keys, in
+        # channel order; a key that is none of a query's neighbours gets zero attention weight
+        # (key_valid False), so the result is the same, at the cost of dense attention
+        keys = torch.arange(C, device=valid.device).expand(B, G, C)
+        position = member_nb
+    else:
+        keys, position = _key_union(member_nb, member_ok, C)
     # mark each member's own neighbours among its block's keys
-    member_nb = member_nb.view(B, G, block_size, -1)
-    member_ok = member_ok.view(B, G, block_size, -1)
-    position = torch.searchsorted(keys.contiguous(), member_nb.reshape(B, G, -1).contiguous())
-    position = position.clamp_max(n_keys - 1).view(B, G, block_size, -1)
-    hits = torch.zeros(B, G, block_size, n_keys, dtype=torch.int32, device=valid.device)
-    key_valid = hits.scatter_add_(-1, position, member_ok.int()) > 0
+    hits = torch.zeros(B, G, block_size, keys.shape[-1], dtype=torch.int32, device=valid.device)
+    key_valid = hits.scatter_add_(-1, position.view(B, G, block_size, -1),
+                                  member_ok.view(B, G, block_size, -1).int()) > 0
     return members, keys.clamp_max(C - 1), key_valid, slot
 
 
