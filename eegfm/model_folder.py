@@ -36,6 +36,11 @@ FINETUNED_FORMAT, FINETUNED_VERSION = "eegfm-finetuned", 1  # `eegfm finetune`'s
 HALF_ABOVE_BYTES = 10 * 2**20
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (torch's run to paragraphs), or its type's name."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
 class ModelFolderError(ValueError):
     """A model folder (or hub id) that cannot be read: one line naming it and the problem."""
 
@@ -202,7 +207,7 @@ def read_model(source: str | os.PathLike, **hub_kwargs: Any) -> tuple[dict, dict
     try:
         document = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, OSError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first_line(err)
         raise ModelFolderError(f"{path}: unreadable (truncated, damaged, or not an eegfm "
                                f"model): {first}") from err
     kind = document.get("format") if isinstance(document, dict) else None

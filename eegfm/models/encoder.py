@@ -18,7 +18,7 @@ from timm.layers import trunc_normal_
 from torch import nn
 
 from eegfm import __version__
-from eegfm.model_folder import ModelFolderError, read_model, write_model_folder
+from eegfm.model_folder import ModelFolderError, first_line, read_model, write_model_folder
 from eegfm.models.attention import SpatioTemporalBlock
 from eegfm.models.embedding import (
     ElectrodeEmbedding,
@@ -211,7 +211,7 @@ class EEGEncoder(
             model = cls(**config["architecture"])
             model.load_state_dict(state)
         except (TypeError, ValueError, RuntimeError) as error:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            first = first_line(error)
             raise ModelFolderError(
                 f"model folder {source} does not rebuild with this eegfm's EEGEncoder (written "
                 f"by eegfm {config.get('eegfm_version') or '?'}): {first}"

@@ -25,6 +25,7 @@ from lightning.fabric import Fabric
 from sklearn.metrics import balanced_accuracy_score
 
 from eegfm.data.task_config import ConfigError
+from eegfm.model_folder import first_line
 from eegfm.training.finetune_config import TrainConfig
 from eegfm.training.finetune_module import WindowTensors, autocast, on_device
 
@@ -71,7 +72,7 @@ def make_fabric(cfg: TrainConfig) -> Fabric:
             return Fabric(accelerator=cfg.accelerator, devices=cfg.devices,
                           precision=cfg.precision)
     except (RuntimeError, ValueError) as error:  # e.g. cuda asked for, none present
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        first = first_line(error)
         raise ConfigError(f"--accelerator {cfg.accelerator} --precision {cfg.precision}: "
                           f"{first}") from error
 

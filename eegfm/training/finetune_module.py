@@ -21,7 +21,7 @@ from torch import nn
 
 from eegfm import __version__
 from eegfm.heads import Head, HeadLoss, create_head
-from eegfm.model_folder import ModelFolderError, read_model, write_model_folder
+from eegfm.model_folder import ModelFolderError, first_line, read_model, write_model_folder
 from eegfm.models import EEGEncoder
 
 
@@ -271,7 +271,7 @@ def load_finetuned(path: str | os.PathLike) -> tuple[EncoderClassifier, dict[str
         head = create_head(**head_config)
         head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})
     except (KeyError, TypeError, ValueError, RuntimeError) as error:
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        first = first_line(error)
         raise ValueError(f"--model {path}: does not rebuild with this eegfm (damaged, or written "
                          f"by another version): {type(error).__name__}: {first}") from error
     encoder.preprocessing.update(config["preprocessing"])
