@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 
 from eegfm.data.windows import DistributedWindowBatchSampler, WindowIndex
 from eegfm.shards import Recording, ShardWriter
-from eegfm.training.datamodule import PretrainDataModule, ResumableDataLoader
+from eegfm.training.pretrain.datamodule import PretrainDataModule, ResumableDataLoader
 
 SFREQ = 200.0
 

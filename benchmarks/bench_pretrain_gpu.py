@@ -94,7 +94,7 @@ def to_device(batch: dict[str, Any]) -> dict[str, Any]:
 def build(model_name: str) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     """Pretrainer + fused AdamW as `MaskedPretrainModule` builds them, on the GPU."""
     from eegfm.models import MaskedPretrainer, create_model
-    from eegfm.training.pretrain_module import param_groups
+    from eegfm.training.pretrain.module import param_groups
 
     pretrainer = MaskedPretrainer(create_model(model_name), mask_ratio=0.5).cuda()
     optimizer = torch.optim.AdamW(param_groups(pretrainer, 0.05), lr=1e-4, betas=(0.9, 0.95),

@@ -16,7 +16,7 @@ _LAZY = {
     "list_models": "eegfm.models.registry",
     "from_pretrained": "eegfm.checkpoint",
     "run_prep": "eegfm.prep.jobs",
-    "run_finetune": "eegfm.training.finetune_runner",
+    "run_finetune": "eegfm.training.finetune.runner",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -27,7 +27,7 @@ from torch import nn
 from eegfm import __version__
 from eegfm.model_folder import read_model
 from eegfm.models import EEGEncoder
-from eegfm.training.finetune_module import load_finetuned
+from eegfm.training.finetune.module import load_finetuned
 
 FORMATS = {"torch-export": ".pt2", "onnx": ".onnx"}
 CONTRACT_FORMAT, CONTRACT_VERSION = "eegfm-export", 1

@@ -16,8 +16,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from eegfm.data.task_config import read_yaml
-from eegfm.training.finetune_runner import run_finetune
+from eegfm.config import read_yaml
+from eegfm.training.finetune.runner import run_finetune
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATASETS = ["BNCI2014_001", "BNCI2014_004", "Zhou2016", "Cho2017"]

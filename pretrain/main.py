@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from eegfm.training.pretrain_cli import main
+from eegfm.cli.pretrain import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

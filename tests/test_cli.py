@@ -52,14 +52,14 @@ def test_interrupt_is_one_line_and_exit_130(monkeypatch, capsys) -> None:
     def interrupted(argv):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("eegfm.prep.cli_inspect.main", interrupted)
+    monkeypatch.setattr("eegfm.cli.inspect.main", interrupted)
     assert cli.main(["inspect", "somewhere"]) == 130
     assert capsys.readouterr().err == "eegfm inspect: interrupted\n"
 
 
 def test_closed_pipe_ends_quietly() -> None:
     """`eegfm inspect | head -1`: no BrokenPipeError traceback when head stops reading."""
-    script = ("import sys\nimport eegfm.prep.cli_inspect as inspect\nfrom eegfm import cli\n"
+    script = ("import sys\nimport eegfm.cli.inspect as inspect\nfrom eegfm import cli\n"
               "inspect.main = lambda argv: print('recording\\n' * 200_000)\n"
               "sys.exit(cli.main(['inspect', 'shards']))\n")
     writer = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE,
@@ -76,7 +76,7 @@ def _crash(argv: list[str]) -> int:
 
 
 def test_internal_error_is_one_line_and_exit_1(monkeypatch, capsys) -> None:
-    monkeypatch.setattr("eegfm.prep.cli_inspect.main", _crash)
+    monkeypatch.setattr("eegfm.cli.inspect.main", _crash)
     assert cli.main(["inspect", "somewhere"]) == 1
     assert capsys.readouterr().err == (
         "eegfm inspect: internal error: RuntimeError: shard index out of range "
@@ -92,7 +92,7 @@ def test_verbose_prints_the_traceback(monkeypatch, capsys, argv: list[str]) -> N
         seen.append(rest)
         return _crash(rest)
 
-    monkeypatch.setattr("eegfm.prep.cli_inspect.main", crash)
+    monkeypatch.setattr("eegfm.cli.inspect.main", crash)
     assert cli.main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("Traceback (most recent call last):")

@@ -18,7 +18,7 @@ from eegfm.heads import create_head
 from eegfm.models import EEGEncoder, create_model
 from eegfm.models.neighbours import build_spatial_context
 from eegfm.montage import locate_channels
-from eegfm.training.finetune_module import EncoderClassifier, load_finetuned, save_finetuned
+from eegfm.training.finetune.module import EncoderClassifier, load_finetuned, save_finetuned
 
 TOLERANCE = 1e-4  # the bar: exported outputs within 1e-4 of eager ones
 SFREQ_HZ, WINDOW_S = 200.0, 4

@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 from torch.utils.data import Dataset, Sampler
 
-from eegfm.training.errors import PretrainConfigError
+from eegfm.config import PretrainConfigError
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from eegfm.data.collate import pad_collate
 from eegfm.data.windows import ShardWindowDataset, WindowIndex, WindowKey
 from eegfm.prep import load_prep_config, run_prep
 from eegfm.shards import read_manifest
-from eegfm.training.datamodule import PretrainDataModule
+from eegfm.training.pretrain.datamodule import PretrainDataModule
 
 L = 800
 

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from eegfm.data import collate
 from eegfm.data.collate import PadCollate, detach_batch, pad_collate
 from eegfm.shards import Recording, ShardWriter
-from eegfm.training.datamodule import PretrainDataModule, ResumableDataLoader
+from eegfm.training.pretrain.datamodule import PretrainDataModule, ResumableDataLoader
 
 WINDOW_S = 0.5
 BATCH = 8

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 from eegmat_shards import prep_eegmat_subjects
 
-from eegfm.data.task_config import ConfigError
-from eegfm.data.task_windows import TaskDataError, window_samples
+from eegfm.config import ConfigError
 from eegfm.data.tasks import TaskConfig, build_task_set
+from eegfm.data.tasks.windows import TaskDataError, window_samples
+from eegfm.evaluation import time_blocks
 from eegfm.prep import load_prep_config, process_raw
 from eegfm.shards import ShardReader, ShardWriter, events_frame
 
@@ -46,7 +47,7 @@ def test_filename_labels_cut_fixed_windows(eegmat_shards: Path):
     np.testing.assert_array_equal(task.coords[row], window.coords)
     assert task.channel_mask.all() and np.isfinite(task.coords).all()
     assert task.common_channels() == list(window.ch_names)
-    groups = task.groups(n_blocks=3)
+    groups = time_blocks(task.recording_id, task.start, 3)
     assert len(set(groups.tolist())) == 3 * len(reader.entries)
 
 

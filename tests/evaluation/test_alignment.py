@@ -17,7 +17,7 @@ from eegfm.evaluation.alignment import (
     standardize_per_subject,
 )
 from eegfm.evaluation.classical import covariances
-from eegfm.training.fold_models import aligned_windows
+from eegfm.training.finetune.fold_models import aligned_windows
 
 
 def test_euclidean_alignment_whitens_each_subject(eegmat_windows):

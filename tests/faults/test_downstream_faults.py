@@ -177,7 +177,7 @@ def model_file(tmp_path_factory) -> Path:
     from eegfm import create_model
     from eegfm.heads import create_head
     from eegfm.prep import load_prep_config
-    from eegfm.training.finetune_module import EncoderClassifier, save_finetuned
+    from eegfm.training.finetune.module import EncoderClassifier, save_finetuned
 
     encoder = create_model("eegfm_tiny")
     head = create_head("linear", encoder.config["embed_dim"], 2)
@@ -192,7 +192,7 @@ def model_file(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("damage", ["zero_bytes", "truncated"])
 def test_predict_with_a_damaged_model_file(model_file: Path, tmp_path: Path, eegmat_dir: Path,
                                            capsys, damage: str):
-    from eegfm.training.finetune_module import load_finetuned
+    from eegfm.training.finetune.module import load_finetuned
 
     load_finetuned(model_file)  # the intact folder loads
     bad = tmp_path / model_file.name
@@ -213,7 +213,7 @@ def test_resolve_resume_falls_back_to_the_newest_readable_checkpoint(tmp_path: P
     import os
     import time
 
-    from eegfm.training.pretrain_cli import resolve_resume
+    from eegfm.cli.pretrain import resolve_resume
 
     folder = tmp_path / "checkpoints"
     folder.mkdir()

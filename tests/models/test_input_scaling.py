@@ -13,7 +13,7 @@ from eegfm.data.tasks import build_task_set
 from eegfm.models import create_model
 from eegfm.prep import expand_sources, load_item, load_prep_config, process_raw, run_prep
 from eegfm.shards import ShardReader, read_manifest
-from eegfm.training.finetune_config import load_finetune_config
+from eegfm.training.finetune.config import load_finetune_config
 
 EEGMAT_TASK = Path(__file__).resolve().parents[2] / "configs" / "finetune" / "eegmat.yaml"
 

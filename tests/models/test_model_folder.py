@@ -26,7 +26,7 @@ from eegfm.model_folder import (
 )
 from eegfm.models import EEGEncoder, create_model
 from eegfm.models.braindecode_adapter import EEGFMModule, positions_from_chs_info
-from eegfm.training.finetune_module import EncoderClassifier, load_finetuned, save_finetuned
+from eegfm.training.finetune.module import EncoderClassifier, load_finetuned, save_finetuned
 
 EEGMAT_TASK = Path(__file__).resolve().parents[2] / "configs" / "finetune" / "eegmat.yaml"
 

@@ -255,7 +255,7 @@ def test_bandpower_on_masked_tokens_only():
 def test_config_with_targets_parses_and_builds(tmp_path: Path):
     """`--model.pretrainer.*` reaches MaskedPretrainer through `eegfm pretrain`'s LightningCLI
     (built in-process from tiny.yaml: parsed, module and trainer instantiated, nothing run)."""
-    from eegfm.training.pretrain_cli import build_cli
+    from eegfm.cli.pretrain import build_cli
 
     root = Path(__file__).resolve().parents[2]
     cli = build_cli(["--config", str(root / "configs" / "pretrain" / "tiny.yaml"),

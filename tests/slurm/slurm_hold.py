@@ -7,7 +7,7 @@ from pathlib import Path
 
 import lightning as L
 
-from eegfm.training.callbacks import pending_signals
+from eegfm.training.pretrain.callbacks import pending_signals
 
 
 class HoldAt(L.Callback):

@@ -19,7 +19,7 @@ from cluster import Cluster, unavailable
 
 from eegfm.prep import load_prep_config, run_prep
 from eegfm.shards.format import read_manifest
-from eegfm.training.logging import read_csv_rows
+from eegfm.training.pretrain.metrics_csv import read_csv_rows
 
 REPO = Path(__file__).resolve().parents[2]
 PREP_RECIPE = REPO / "data_prep" / "slurm" / "prep_array.sbatch"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eegfm.training.demo import main
+from eegfm.cli.demo import main
 
 
 def test_missing_source_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eegfm.training.finetune_cli import build_parser, main, overrides_from
+from eegfm.cli.finetune import build_parser, main, overrides_from
 
 
 def test_head_options_are_parsed_as_yaml_values() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from eegfm.data.task_config import ConfigError
-from eegfm.training.finetune_config import load_finetune_config
+from eegfm.config import ConfigError
+from eegfm.training.finetune.config import load_finetune_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "finetune").glob("*.yaml"))
 

@@ -18,10 +18,10 @@ from eegmat_shards import prep_eegmat_subjects
 from eegfm.cli import main
 from eegfm.data.tasks import build_task_set
 from eegfm.models import create_model
-from eegfm.training.finetune_config import TrainConfig, load_finetune_config
-from eegfm.training.finetune_loop import make_fabric
-from eegfm.training.finetune_module import encode_windows
-from eegfm.training.fold_models import window_tensors
+from eegfm.training.finetune.config import TrainConfig, load_finetune_config
+from eegfm.training.finetune.fold_models import window_tensors
+from eegfm.training.finetune.loop import make_fabric
+from eegfm.training.finetune.module import encode_windows
 
 REPO = Path(__file__).resolve().parents[2]
 EEGMAT = REPO / "configs" / "finetune" / "eegmat.yaml"

@@ -15,10 +15,10 @@ from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score
 
 from eegfm.checkpoint import save_checkpoint
 from eegfm.data.tasks import TaskConfig, build_task_set
-from eegfm.evaluation import Split, SplitHygieneError, make_splits
+from eegfm.evaluation import Split, SplitHygieneError, make_splits, time_blocks
 from eegfm.models import create_model
-from eegfm.training.finetune_module import load_finetuned
-from eegfm.training.finetune_runner import hygienic_split, run_finetune
+from eegfm.training.finetune.module import load_finetuned
+from eegfm.training.finetune.runner import hygienic_split, run_finetune
 
 SUBJECTS = ["00", "01", "02", "03"]
 TINY = str(Path(__file__).resolve().parents[2] / "configs" / "finetune" / "tiny.yaml")
@@ -59,7 +59,7 @@ def test_split_hygiene_on_real_windows(shards: Path):
             assert not set(task.subject[split.test]) & set(task.subject[fit_rows])
             assert not set(task.recording_id[split.test]) & set(task.recording_id[fit_rows])
             assert not set(task.subject[split.val]) & set(task.subject[split.train])
-    groups = task.groups(4)
+    groups = time_blocks(task.recording_id, task.start, 4)
     for split in make_splits("within", task.subject, task.y, groups=groups, n_folds=4,
                              n_val_groups=1):
         clean, purged = hygienic_split(split, task, groups)

@@ -14,9 +14,9 @@ from sklearn.metrics import balanced_accuracy_score
 from eegfm.cli import main
 from eegfm.data.tasks import build_task_set
 from eegfm.evaluation.alignment import euclidean_align
-from eegfm.training.finetune_config import load_finetune_config
-from eegfm.training.finetune_module import load_finetuned
-from eegfm.training.finetune_runner import run_finetune
+from eegfm.training.finetune.config import load_finetune_config
+from eegfm.training.finetune.module import load_finetuned
+from eegfm.training.finetune.runner import run_finetune
 
 EEGMAT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "finetune" / "eegmat.yaml"
 

@@ -22,7 +22,7 @@ import torch
 
 from eegfm.checkpoint import from_pretrained
 from eegfm.prep import run_prep
-from eegfm.training.logging import read_csv_rows
+from eegfm.training.pretrain.metrics_csv import read_csv_rows
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "pretrain" / "tiny.yaml"
@@ -262,7 +262,7 @@ def test_ddp_ranks_see_disjoint_windows_and_end_identical(shards: Path, tmp_path
         shards, run,
         "--trainer.devices", "2", "--trainer.max_steps", "6",
         "--trainer.strategy", "ddp",  # fails if a parameter got no gradient in a step
-        "--trainer.callbacks+=eegfm.training.callbacks.WindowAuditLog",
+        "--trainer.callbacks+=eegfm.training.pretrain.callbacks.WindowAuditLog",
         "--trainer.callbacks+=test_pretrain.SaveRankWeights",
         launcher=torchrun,
     )  # fmt: skip

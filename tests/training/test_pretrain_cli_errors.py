@@ -74,7 +74,7 @@ def test_missing_shard_directory_is_one_line_and_exit_2(tmp_path: Path, capsys, 
 def test_a_value_error_inside_fit_that_is_no_option_stays_an_internal_error(
     tmp_path: Path, shards: Path, capsys, monkeypatch
 ):
-    from eegfm.training.pretrain_module import MaskedPretrainModule
+    from eegfm.training.pretrain.module import MaskedPretrainModule
 
     def broken(self: MaskedPretrainModule, batch: dict, batch_idx: int) -> None:
         raise ValueError("a bug, not an option")

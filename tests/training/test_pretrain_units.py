@@ -16,12 +16,12 @@ import pytest
 import torch
 from torch import nn
 
+from eegfm.cli.pretrain import expand_shortcuts, resolve_resume
 from eegfm.data.collate import pad_collate
 from eegfm.data.windows import DistributedWindowBatchSampler, ShardWindowDataset, WindowIndex
-from eegfm.training.datamodule import ResumableDataLoader
-from eegfm.training.logging import ResumableCSV, read_csv_rows
-from eegfm.training.pretrain_cli import expand_shortcuts, resolve_resume
-from eegfm.training.pretrain_module import WarmupCosine, param_groups, step_seed
+from eegfm.training.pretrain.datamodule import ResumableDataLoader
+from eegfm.training.pretrain.metrics_csv import ResumableCSV, read_csv_rows
+from eegfm.training.pretrain.module import WarmupCosine, param_groups, step_seed
 
 
 def test_csv_appends_grows_columns_and_truncates(tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_schedule_state_keeps_its_length_when_a_run_resumes_with_other_max_steps
     fixed at the first start". A run planned for 300 steps, stopped after 30 (past the 20
     warm-up steps) and restored into a module whose trainer now says 45 steps, continues with
     the learning rates of the 300-step schedule (through a weights_only checkpoint file)."""
-    from eegfm.training.pretrain_module import MaskedPretrainModule
+    from eegfm.training.pretrain.module import MaskedPretrainModule
 
     def scheduler(max_steps: int):
         module = MaskedPretrainModule(lr=2e-3, warmup_steps=20, min_lr_ratio=0.1)
@@ -251,7 +251,7 @@ def test_nonfinite_gradient_is_skipped_or_raises(mode: str, fused: bool, tmp_pat
     counts read every 50 steps and at the end, so 'raise' stops at the end of this short run)."""
     import lightning as L
 
-    from eegfm.training.pretrain_module import MaskedPretrainModule
+    from eegfm.training.pretrain.module import MaskedPretrainModule
 
     torch.manual_seed(0)
     module = MaskedPretrainModule(warmup_steps=1, nonfinite=mode, max_consecutive_nonfinite=5,
@@ -298,7 +298,7 @@ def test_nonfinite_gradient_is_skipped_or_raises(mode: str, fused: bool, tmp_pat
 def test_too_many_nonfinite_steps_in_a_row_stop_the_run(fused: bool, tmp_path: Path) -> None:
     import lightning as L
 
-    from eegfm.training.pretrain_module import MaskedPretrainModule
+    from eegfm.training.pretrain.module import MaskedPretrainModule
 
     torch.manual_seed(0)
     module = MaskedPretrainModule(warmup_steps=1, max_consecutive_nonfinite=2, fused_adamw=fused,
@@ -334,8 +334,8 @@ def test_gpu_recipe_steps_never_read_device_values(monkeypatch: pytest.MonkeyPat
     from torch.overrides import TorchFunctionMode
 
     from eegfm.models import masking
-    from eegfm.training.callbacks import StepMetricsLogger
-    from eegfm.training.pretrain_module import MaskedPretrainModule
+    from eegfm.training.pretrain.callbacks import StepMetricsLogger
+    from eegfm.training.pretrain.module import MaskedPretrainModule
 
     monkeypatch.setattr(masking, "_READS_ARE_FREE", set())
     reads_value = {"item", "__bool__", "tolist", "__float__", "__int__", "__index__", "numpy",
@@ -379,7 +379,7 @@ def test_bf16_with_fused_adamw_clips_gradients(tmp_path: Path) -> None:
     """The GPU recipe (bf16-mixed, fused AdamW, clipping) runs: Lightning refuses to clip for a
     fused optimizer, so the module clips itself, to the norm it was given."""
 
-    from eegfm.training.pretrain_module import MaskedPretrainModule
+    from eegfm.training.pretrain.module import MaskedPretrainModule
 
     clipped: list[tuple[float, float]] = []
 
@@ -433,8 +433,8 @@ def test_sharded_strategies_clip_by_the_norm_over_all_shards(
     all ranks' parts (Lightning refuses FSDP on the CPU, so the all-reduce is simulated)."""
     from lightning.pytorch.strategies import FSDPStrategy
 
-    from eegfm.training import pretrain_module
-    from eegfm.training.pretrain_module import MaskedPretrainModule
+    from eegfm.training.pretrain import module as pretrain_module
+    from eegfm.training.pretrain.module import MaskedPretrainModule
 
     torch.manual_seed(0)
     module = MaskedPretrainModule()

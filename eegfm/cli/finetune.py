@@ -12,12 +12,12 @@ import argparse
 import sys
 import time
 
-from eegfm.data.task_config import ConfigError
-from eegfm.data.task_windows import TaskDataError
+from eegfm.config import ConfigError
+from eegfm.data.tasks.windows import TaskDataError
 from eegfm.evaluation import SplitHygieneError
 from eegfm.evaluation.alignment import ALIGNMENTS
 from eegfm.shards import ShardDataError
-from eegfm.training.finetune_config import MODELS, add_device_options
+from eegfm.training.finetune.config import MODELS, add_device_options
 
 HELP_MODELS = f"comma-separated subset of {','.join(MODELS)}"
 
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         overrides = overrides_from(args)
     except argparse.ArgumentTypeError as error:
         parser.error(str(error))
-    from eegfm.training.finetune_runner import resolve_config, results_summary, run_finetune
+    from eegfm.training.finetune.runner import resolve_config, results_summary, run_finetune
 
     try:
         config = resolve_config(args.config, **overrides)

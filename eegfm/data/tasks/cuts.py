@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-from eegfm.data.task_config import ConfigError
-from eegfm.data.task_windows import (
+from eegfm.config import ConfigError
+from eegfm.data.tasks.config import TaskConfig
+from eegfm.data.tasks.windows import (
     TaskDataError,
     epoch_starts,
     event_matches,
@@ -22,9 +23,6 @@ from eegfm.data.task_windows import (
     read_label_csv,
     recording_keys,
 )
-
-if TYPE_CHECKING:
-    from eegfm.data.tasks import TaskConfig
 
 
 @dataclass

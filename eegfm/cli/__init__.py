@@ -12,14 +12,14 @@ import warnings
 # Each target module exposes `main(argv: list[str]) -> int`; importing lazily keeps `eegfm --help`
 # fast and lets `eegfm prep` run without loading torch.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "prep": ("eegfm.prep.cli", "convert raw recordings into coordinate-tagged HDF5 shards"),
-    "inspect": ("eegfm.prep.cli_inspect", "summarise a shard directory"),
-    "validate": ("eegfm.prep.cli_validate", "check shard schema and checksums"),
-    "pretrain": ("eegfm.training.pretrain_cli", "masked pretraining over shard directories"),
-    "finetune": ("eegfm.training.finetune_cli", "fine-tune and evaluate on a labelled task"),
-    "predict": ("eegfm.training.predict_cli", "per-window predictions for new recordings"),
-    "demo": ("eegfm.training.demo", "prep → pretrain → finetune on real data, minutes on a CPU"),
-    "export": ("eegfm.export_cli", "a model folder as a torch.export (.pt2) or ONNX graph"),
+    "prep": ("eegfm.cli.prep", "convert raw recordings into coordinate-tagged HDF5 shards"),
+    "inspect": ("eegfm.cli.inspect", "summarise a shard directory"),
+    "validate": ("eegfm.cli.validate", "check shard schema and checksums"),
+    "pretrain": ("eegfm.cli.pretrain", "masked pretraining over shard directories"),
+    "finetune": ("eegfm.cli.finetune", "fine-tune and evaluate on a labelled task"),
+    "predict": ("eegfm.cli.predict", "per-window predictions for new recordings"),
+    "demo": ("eegfm.cli.demo", "prep → pretrain → finetune on real data, minutes on a CPU"),
+    "export": ("eegfm.cli.export", "a model folder as a torch.export (.pt2) or ONNX graph"),
 }
 
 EXIT_INTERNAL_ERROR = 1  # an exception no command expects: a bug, or damage nobody foresaw

@@ -28,17 +28,17 @@ import pandas as pd
 import torch
 from lightning.fabric import Fabric
 
-from eegfm.data.task_config import ConfigError
-from eegfm.data.task_windows import TaskDataError, fixed_starts
+from eegfm.config import ConfigError
 from eegfm.data.tasks import build_task_set
+from eegfm.data.tasks.windows import TaskDataError, fixed_starts
 from eegfm.evaluation import classification_metrics
 from eegfm.evaluation.alignment import ALIGNED_RMS_UV, mean_covariance_of, whitening_of
 from eegfm.prep import PrepError, expand_sources, load_item, load_prep_config, process_raw, run_prep
-from eegfm.training.finetune_config import TrainConfig, add_device_options, load_finetune_config
-from eegfm.training.finetune_loop import make_fabric
-from eegfm.training.finetune_module import autocast, load_finetuned
-from eegfm.training.finetune_report import model_results, predictions_frame
-from eegfm.training.fold_models import predict_windows
+from eegfm.training.finetune.config import TrainConfig, add_device_options, load_finetune_config
+from eegfm.training.finetune.fold_models import predict_windows
+from eegfm.training.finetune.loop import make_fabric
+from eegfm.training.finetune.module import autocast, load_finetuned
+from eegfm.training.finetune.report import model_results, predictions_frame
 
 
 def _positive(kind: type):

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from eegfm.data.task_windows import TaskDataError
+from eegfm.data.tasks.windows import TaskDataError
 
 
 @dataclass(frozen=True)

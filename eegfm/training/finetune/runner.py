@@ -1,10 +1,11 @@
 """``run_finetune(config) -> results``: task windows -> protocol splits -> models -> report.
 
 Every model of ``config.models`` (encoders + heads, classical pipelines, networks from scratch)
-is a :class:`~eegfm.training.fold_models.FoldModel` run by one fold loop on the same windows and
-splits, once per subject alignment of ``config.align``. Split hygiene is asserted again here on
-subjects *and* recording ids; ``within`` runs purge training windows that share samples with a
-test window. Paired statistics compare every model with the best baseline. See docs/finetune.md.
+is a :class:`~eegfm.training.finetune.fold_models.FoldModel` run by one fold loop on the same
+windows and splits, once per subject alignment of ``config.align``. Split hygiene is asserted
+again here on subjects *and* recording ids; ``within`` runs purge training windows that share
+samples with a test window. Paired statistics compare every model with the best baseline.
+See docs/finetune.md.
 """
 
 from __future__ import annotations
@@ -25,34 +26,35 @@ import yaml
 
 from eegfm import __version__
 from eegfm.checkpoint import from_pretrained
-from eegfm.data.task_config import ConfigError, from_mapping, to_plain
-from eegfm.data.task_moabb import is_moabb
+from eegfm.config import ConfigError, from_mapping, to_plain
 from eegfm.data.tasks import TaskConfig, TaskSet, build_task_set
+from eegfm.data.tasks.moabb import is_moabb
 from eegfm.evaluation import (
     Split,
     SplitHygieneError,
     check_split,
     fixed_split,
     make_splits,
+    time_blocks,
     write_report,
 )
 from eegfm.evaluation.schema import to_json_safe
 from eegfm.evaluation.statistics import all_pairs
 from eegfm.models import create_model
 from eegfm.prep import load_prep_config
-from eegfm.training.finetune_config import (
+from eegfm.training.finetune.config import (
     ENCODER_MODELS,
     FinetuneConfig,
     load_finetune_config,
 )
-from eegfm.training.finetune_loop import make_fabric
-from eegfm.training.fold_models import (
+from eegfm.training.finetune.fold_models import (
     RunContext,
     build_fold_model,
     cross_validate,
     display_name,
     model_tag,
 )
+from eegfm.training.finetune.loop import make_fabric
 
 
 def resolve_config(config: FinetuneConfig | str | Path | Mapping | None,
@@ -281,7 +283,8 @@ class Partials:
 
 def _splits(cfg: FinetuneConfig, task: TaskSet, notes: list[str]) -> list[Split]:
     """The protocol's checked splits; notes on what was cut."""
-    groups = task.groups(cfg.n_blocks) if cfg.protocol == "within" else None
+    groups = (time_blocks(task.recording_id, task.start, cfg.n_blocks)
+              if cfg.protocol == "within" else None)
     if cfg.protocol == "split":
         splits = [fixed_split(task.subject, task.y, cfg.split.train, cfg.split.val,
                               cfg.split.test, seed=cfg.seed)]

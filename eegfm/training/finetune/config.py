@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from eegfm.data.task_config import ConfigError, from_mapping, read_yaml
+from eegfm.config import ConfigError, from_mapping, read_yaml
 from eegfm.data.tasks import TaskConfig
 from eegfm.evaluation.alignment import ALIGNMENTS, Alignment
 from eegfm.evaluation.classical import BANDS, C_GRID

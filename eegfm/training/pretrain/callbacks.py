@@ -20,7 +20,7 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from eegfm.training.logging import ResumableCSV
+from eegfm.training.pretrain.metrics_csv import ResumableCSV
 
 METRICS_FILE = "metrics.csv"
 ENCODER_FOLDER = "encoder"

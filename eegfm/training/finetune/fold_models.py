@@ -37,10 +37,10 @@ from eegfm.evaluation.alignment import euclidean_align
 from eegfm.evaluation.classical import classical_features, classical_pipeline, fit_with_validation
 from eegfm.heads import Head, SharedRoutedHead, create_head, make_view_augmenter, masked_mean_pool
 from eegfm.spiking import energy_report
-from eegfm.training.baselines import BraindecodeClassifier
-from eegfm.training.finetune_config import FinetuneConfig
-from eegfm.training.finetune_loop import FitResult, fit, predict_logits
-from eegfm.training.finetune_module import (
+from eegfm.training.finetune.baselines import BraindecodeClassifier
+from eegfm.training.finetune.config import FinetuneConfig
+from eegfm.training.finetune.loop import FitResult, fit, predict_logits
+from eegfm.training.finetune.module import (
     EncoderClassifier,
     WindowTensors,
     autocast,
@@ -48,7 +48,7 @@ from eegfm.training.finetune_module import (
     on_device,
     save_finetuned,
 )
-from eegfm.training.finetune_report import (
+from eegfm.training.finetune.report import (
     energy_tables,
     learning_curve,
     model_results,

@@ -22,6 +22,14 @@ class ConfigError(ValueError):
     """A configuration key is unknown or holds a value of the wrong type."""
 
 
+class PretrainConfigError(ValueError):
+    """A pretraining option the data or the model rejects, found once they meet inside `fit`.
+
+    `eegfm pretrain` reports it in one line with exit status 2, as it does for options rejected
+    when the command is built; any other exception inside `fit` is a bug (an internal error).
+    """
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """``yaml.safe_load`` of a mapping file, with an error naming the file."""
     path = Path(path)

@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from eegfm.model_folder import is_model_folder
-from eegfm.training.finetune_config import DEFAULT_MODELS, add_device_options
+from eegfm.training.finetune.config import DEFAULT_MODELS, add_device_options
 
 DEFAULT_SOURCE = "moabb:BNCI2014_001:1-4"
 CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
@@ -74,7 +74,7 @@ def _config(*parts: str) -> Path:
 
 def prepare_shards(source: str, out: Path, finetune_cfg, progress: bool) -> Path:
     """Stage 1: convert the source into shards; returns the shard directory."""
-    from eegfm.data.task_moabb import is_moabb, prepare_moabb
+    from eegfm.data.tasks.moabb import is_moabb, prepare_moabb
     from eegfm.prep import load_prep_config, run_prep
 
     if is_moabb(source):
@@ -98,8 +98,8 @@ def prepare_shards(source: str, out: Path, finetune_cfg, progress: bool) -> Path
 def pretrain(shard_dir: Path, out: Path, seed: int, steps: int,
              trainer: list[str] | None = None) -> Path:
     """Stage 2: masked pretraining of the tiny encoder; returns the exported encoder folder."""
-    from eegfm.training import pretrain_cli
-    from eegfm.training.callbacks import ENCODER_FOLDER
+    from eegfm.cli import pretrain as pretrain_cli
+    from eegfm.training.pretrain.callbacks import ENCODER_FOLDER
 
     run_dir = out / "pretrain"
     pretrain_cli.main([
@@ -118,9 +118,9 @@ def pretrain(shard_dir: Path, out: Path, seed: int, steps: int,
 def main(argv: list[str] | None = None) -> int:
     """Run `eegfm demo`; prints the cross-subject table and where the report is."""
     args = build_parser().parse_args(argv)
-    from eegfm.data.task_config import ConfigError
-    from eegfm.data.task_moabb import is_moabb
-    from eegfm.data.task_windows import TaskDataError
+    from eegfm.config import ConfigError
+    from eegfm.data.tasks.moabb import is_moabb
+    from eegfm.data.tasks.windows import TaskDataError
     from eegfm.prep import PrepError
 
     try:
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """The three stages of the demo."""
-    from eegfm.data.task_moabb import is_moabb
-    from eegfm.training.finetune_runner import resolve_config, results_summary, run_finetune
+    from eegfm.data.tasks.moabb import is_moabb
+    from eegfm.training.finetune.runner import resolve_config, results_summary, run_finetune
 
     started = time.perf_counter()
     out = Path(args.out)

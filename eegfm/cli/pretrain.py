@@ -23,16 +23,16 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from eegfm.config import PretrainConfigError
 from eegfm.shards.reader import ShardDataError
-from eegfm.training.callbacks import (
+from eegfm.training.pretrain.callbacks import (
     EncoderExport,
     StepBoundarySignals,
     StepMetricsLogger,
     install_requeue_flag,
 )
-from eegfm.training.datamodule import PretrainDataModule
-from eegfm.training.errors import PretrainConfigError
-from eegfm.training.pretrain_module import MaskedPretrainModule
+from eegfm.training.pretrain.datamodule import PretrainDataModule
+from eegfm.training.pretrain.module import MaskedPretrainModule
 
 CHECKPOINT_DEFAULTS = {
     "checkpoint.every_n_train_steps": 1000,

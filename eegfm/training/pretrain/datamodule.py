@@ -13,10 +13,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from eegfm.config import PretrainConfigError
 from eegfm.data.collate import PadCollate, detach_batch, pad_collate
 from eegfm.data.windows import DistributedWindowBatchSampler, ShardWindowDataset, WindowIndex
 from eegfm.shards import ShardReader
-from eegfm.training.errors import PretrainConfigError
 
 log = logging.getLogger(__name__)
 

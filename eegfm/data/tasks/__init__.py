@@ -10,7 +10,7 @@ Three ways to label (``configs/finetune/*.yaml``, section ``task``):
 - ``type: events``: windows ``[onset + tmin_s, onset + tmax_s)`` around shard events whose label
   (or integer code) is a key of ``classes``.
 - ``moabb:NAME[:subjects]`` data: converted by our prep pipeline into a cache, then cut around
-  the events and interval MOABB defines for the dataset (see :mod:`eegfm.data.task_moabb`).
+  the events and interval MOABB defines for the dataset (see :mod:`eegfm.data.tasks.moabb`).
 
 The result is an in-memory :class:`TaskSet`: every window as ``x (N, C, T)`` µV, zero-padded to
 the largest montage with ``channel_mask``, plus coordinates, labels, subjects and provenance.
@@ -22,60 +22,20 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
-from eegfm.data.task_config import ConfigError
-from eegfm.data.task_cuts import Cut, event_cuts, recording_cuts
-from eegfm.data.task_windows import (
+from eegfm.config import ConfigError
+from eegfm.data.tasks.config import TaskConfig
+from eegfm.data.tasks.cuts import Cut, event_cuts, recording_cuts
+from eegfm.data.tasks.windows import (
     TaskDataError,
     class_map,
     class_names_of,
     peak_to_peak_ok,
     window_samples,
 )
-
-
-@dataclass
-class TaskConfig:
-    """The ``task`` section of a fine-tuning config (see the module docstring)."""
-
-    name: str = "task"
-    type: Literal["recording", "events"] = "recording"
-    label_from: Literal["filename", "manifest", "csv"] = "filename"
-    pattern: str | None = None  # regex searched in the source path, then the recording id
-    field: str | None = None  # manifest field or recording attribute holding the label;
-    # a dotted name reads into a dict field: participant.sex (BIDS participants.tsv)
-    csv: str | None = None  # CSV with columns recording,label[,subject]
-    classes: dict[str, str] | None = None  # raw label (or event code) -> class name, in order
-    window_s: float = 4.0  # recording tasks: window length
-    stride_s: float | None = None  # recording tasks: hop between windows (None: window_s)
-    tmin_s: float | None = None  # events: window start relative to onset (moabb: from MOABB)
-    tmax_s: float | None = None  # events: window end relative to onset
-    reject_uv: float | None = None  # drop windows whose peak-to-peak exceeds this (µV)
-    datasets: list[str] | None = None  # keep only recordings of these datasets
-    subjects: list[str] | None = None  # keep only these subjects (ids as in the task set)
-    moabb_paradigm: str | None = None  # moabb data: a paradigm class (e.g. LeftRightImagery)
-
-    def __post_init__(self) -> None:
-        if self.classes is not None:
-            self.classes = {str(k): str(v) for k, v in self.classes.items()}
-            if len(set(self.classes.values())) < 2:
-                raise ConfigError(f"task.classes must name at least 2 classes, got {self.classes}")
-        if self.type == "recording":
-            if self.label_from == "filename" and not self.pattern:
-                raise ConfigError("task.pattern is needed with label_from: filename (a regex "
-                                  "with a (?P<label>...) group, e.g. 'Subject(?P<subject>\\d+)_"
-                                  "(?P<label>[12])')")
-            if self.label_from == "filename" and "(?P<label>" not in self.pattern:
-                raise ConfigError(f"task.pattern {self.pattern!r} needs a (?P<label>...) group")
-            if self.label_from == "manifest" and not self.field:
-                raise ConfigError("task.field is needed with label_from: manifest")
-            if self.label_from == "csv" and not self.csv:
-                raise ConfigError("task.csv is needed with label_from: csv")
-        if self.window_s <= 0 or (self.stride_s is not None and self.stride_s <= 0):
-            raise ConfigError("task.window_s and task.stride_s must be positive")
 
 
 @dataclass
@@ -114,12 +74,6 @@ class TaskSet:
     def window_s(self) -> float:
         """Window length in seconds."""
         return self.x.shape[-1] / self.sfreq
-
-    def groups(self, n_blocks: int = 5) -> np.ndarray:
-        """Contiguous time blocks per recording: the ``groups`` of the ``within`` protocol."""
-        from eegfm.evaluation import time_blocks
-
-        return time_blocks(self.recording_id, self.start, n_blocks)
 
     def subset(self, index: np.ndarray) -> TaskSet:
         """The windows at ``index`` (a copy)."""
@@ -172,7 +126,7 @@ def build_task_set(task: TaskConfig, data: str | Path | Sequence[str | Path], *,
     ``multiple_of`` crops each window to a whole number of encoder patches; ``sfreq`` (the
     encoder's rate) must match the shards'. ``prep_config`` and ``cache_dir`` serve ``moabb:``.
     """
-    from eegfm.data.task_moabb import is_moabb, prepare_moabb
+    from eegfm.data.tasks.moabb import is_moabb, prepare_moabb
     from eegfm.shards import ShardReader
 
     subjects: set[str] | None = None

@@ -19,7 +19,7 @@ from torch import nn
 
 from eegfm.heads import HeadLoss
 from eegfm.models.dbconformer import DBConformer
-from eegfm.training.finetune_module import Batch, decay_groups
+from eegfm.training.finetune.module import Batch, decay_groups
 
 # config name -> the class; EEGNet was EEGNetv4 before braindecode 1.0
 NETWORKS: dict[str, type[nn.Module] | None] = {

@@ -24,10 +24,10 @@ import torch.nn.functional as F
 from lightning.fabric import Fabric
 from sklearn.metrics import balanced_accuracy_score
 
-from eegfm.data.task_config import ConfigError
+from eegfm.config import ConfigError
 from eegfm.model_folder import first_line
-from eegfm.training.finetune_config import TrainConfig
-from eegfm.training.finetune_module import WindowTensors, autocast, on_device
+from eegfm.training.finetune.config import TrainConfig
+from eegfm.training.finetune.module import WindowTensors, autocast, on_device
 
 
 @dataclass

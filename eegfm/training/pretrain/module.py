@@ -18,8 +18,8 @@ from lightning.pytorch.strategies import FSDPStrategy, ModelParallelStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
+from eegfm.config import PretrainConfigError
 from eegfm.models import MASK_KINDS, MaskedPretrainer, create_model
-from eegfm.training.errors import PretrainConfigError
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:

@@ -1,0 +1,1 @@
+"""Fine-tuning and evaluation: config, the fold loop over every model, the training loop."""

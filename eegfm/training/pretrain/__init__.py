@@ -1,0 +1,1 @@
+"""Masked pretraining under Lightning: the module, the shard data module, callbacks."""
