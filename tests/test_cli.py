@@ -1,51 +1,15 @@
-"""The `eegfm` dispatcher: the OpenMP wait policy of the torch subcommands, `-v`, and how a
-command ends on Ctrl-C, a closed pipe or an unexpected exception."""
+"""The `eegfm` dispatcher: `-v`, and how a command ends on Ctrl-C, a closed pipe or an
+unexpected exception; it leaves the machine's settings (OpenMP's wait policy) to the user."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
 from eegfm import cli
-
-
-def test_policy_is_passive_only_when_other_work_holds_the_cores() -> None:
-    assert cli.omp_wait_policy(0.0) is None  # idle: the OpenMP runtime's own default
-    assert cli.omp_wait_policy(0.3) is None
-    assert cli.omp_wait_policy(0.5) == "PASSIVE"
-    assert cli.omp_wait_policy(1.7) == "PASSIVE"
-    assert cli.omp_wait_policy(None) == "PASSIVE"  # load unknown: the safe choice
-
-
-@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads Linux's /proc/stat")
-def test_busy_cores_sees_a_spinning_process() -> None:
-    assert 0.0 <= cli.busy_cores() <= os.cpu_count()
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-    try:
-        time.sleep(0.3)  # let it start spinning
-        assert cli.busy_cores(0.3) >= 0.7, "one process spinning a whole core"
-    finally:
-        spinner.kill()
-        spinner.wait()
-
-
-def test_dispatcher_sets_the_policy_for_torch_commands_only(monkeypatch, capsys) -> None:
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.setattr(cli, "busy_cores", lambda: 1.0)
-    with pytest.raises(SystemExit):
-        cli.main(["validate", "--help"])
-    assert "OMP_WAIT_POLICY" not in os.environ
-    with pytest.raises(SystemExit):
-        cli.main(["predict", "--help"])
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's own setting wins
-    with pytest.raises(SystemExit):
-        cli.main(["predict", "--help"])
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
 
 
 def test_interrupt_is_one_line_and_exit_130(monkeypatch, capsys) -> None:
@@ -118,3 +82,12 @@ def test_expected_errors_keep_their_exit_codes_with_verbose(tmp_path, capsys) ->
 def test_verbose_alone_prints_the_usage(capsys) -> None:
     assert cli.main(["-v"]) == 0
     assert "usage: eegfm [-v] COMMAND" in capsys.readouterr().out
+
+
+def test_dispatcher_leaves_the_openmp_settings_to_the_user(monkeypatch) -> None:
+    """No command samples the machine's load or sets OpenMP wait policy (README.md)."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    for command in ("predict", "validate"):
+        with pytest.raises(SystemExit):
+            cli.main([command, "--help"])
+        assert "OMP_WAIT_POLICY" not in os.environ

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-import time
 import traceback
 import warnings
 
@@ -27,46 +26,6 @@ EXIT_USAGE = 2  # an unknown command (each command's own usage errors exit 2 as 
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
 EXIT_BROKEN_PIPE = 141  # the output's reader closed the pipe, as for a process ended by SIGPIPE
 VERBOSE_FLAGS = ("-v", "--verbose")
-
-# subcommands whose work is torch's OpenMP-parallel kernels
-_TORCH_COMMANDS = {"pretrain", "finetune", "predict", "demo", "export"}
-# cores' worth of CPU time used by other processes above which OpenMP threads should sleep
-# rather than spin while they wait for work
-_BUSY_CORES = 0.5
-
-
-def busy_cores(interval_s: float = 0.1) -> float | None:
-    """Cores' worth of CPU time the machine spends over ``interval_s`` (Linux; None elsewhere).
-
-    The caller sleeps meanwhile, so this is the load of the other processes.
-    """
-
-    def sample() -> tuple[int, int]:
-        with open("/proc/stat") as f:
-            # user nice system idle iowait irq softirq steal
-            ticks = [int(v) for v in f.readline().split()[1:9]]
-        return sum(ticks), ticks[3] + ticks[4]
-
-    try:
-        total0, idle0 = sample()
-        time.sleep(interval_s)
-        total1, idle1 = sample()
-    except (OSError, ValueError):
-        return None
-    if total1 <= total0:
-        return None
-    return (1.0 - (idle1 - idle0) / (total1 - total0)) * (os.cpu_count() or 1)
-
-
-def omp_wait_policy(busy: float | None) -> str | None:
-    """OpenMP wait policy for torch given the cores other work keeps busy (None: the default)."""
-    # Measured on 2 cores (docs/benchmarks.md, "OpenMP wait policy"): passive waiting made an
-    # idle machine's tiny pretraining step 2.3x slower (a wake-up of sleeping threads between
-    # small kernels), while spinning made two runs at once 1.5-1.9x slower each than passive.
-    if busy is None or busy >= _BUSY_CORES:
-        return "PASSIVE"
-    return None
-
 
 def _usage() -> str:
     lines = ["usage: eegfm [-v] COMMAND [ARGS...]", "", "commands:"]
@@ -108,11 +67,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"eegfm {__version__}")
         return 0
     command, rest = argv[0], argv[1:]
-    if command in _TORCH_COMMANDS and "OMP_WAIT_POLICY" not in os.environ:
-        # set before the subcommand imports torch; an explicit user setting wins
-        policy = omp_wait_policy(busy_cores())
-        if policy is not None:
-            os.environ["OMP_WAIT_POLICY"] = policy
     if command not in SUBCOMMANDS:
         print(f"eegfm: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
         return EXIT_USAGE

@@ -9,8 +9,8 @@
    configs/finetune/eegmat.yaml or moabb.yaml), and print the table.
 
 Every stage writes under `--out`; a second run reuses the converted shards and the finished
-pretraining run, and fine-tunes again. The configs are read from the repository's `configs/`
-folder, so the demo runs from a clone.
+pretraining run, and fine-tunes again. The configs ship inside the package
+(`eegfm.configs`), so the demo runs from any directory after a plain `pip install`.
 """
 
 from __future__ import annotations
@@ -20,11 +20,18 @@ import sys
 import time
 from pathlib import Path
 
+from eegfm.cli import pretrain as pretrain_cli
+from eegfm.config import ConfigError
+from eegfm.configs import config_path
+from eegfm.data.tasks.moabb import is_moabb, prepare_moabb
+from eegfm.data.tasks.windows import TaskDataError
 from eegfm.model_folder import is_model_folder
+from eegfm.prep import PrepError, load_prep_config, run_prep
 from eegfm.training.finetune.config import DEFAULT_MODELS, add_device_options
+from eegfm.training.finetune.runner import resolve_config, results_summary, run_finetune
+from eegfm.training.pretrain.callbacks import ENCODER_FOLDER
 
 DEFAULT_SOURCE = "moabb:BNCI2014_001:1-4"
-CONFIG_ROOT = Path(__file__).resolve().parents[2] / "configs"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,20 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _config(*parts: str) -> Path:
-    path = CONFIG_ROOT.joinpath(*parts)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: `eegfm demo` reads the repository's configs/ folder; run it from "
-            "a clone installed with `pip install -e .`"
-        )
-    return path
-
-
 def prepare_shards(source: str, out: Path, finetune_cfg, progress: bool) -> Path:
     """Stage 1: convert the source into shards; returns the shard directory."""
-    from eegfm.data.tasks.moabb import is_moabb, prepare_moabb
-    from eegfm.prep import load_prep_config, run_prep
 
     if is_moabb(source):
         # the fine-tuning runner converts moabb: data into cache_dir with this same prep config,
@@ -98,12 +93,10 @@ def prepare_shards(source: str, out: Path, finetune_cfg, progress: bool) -> Path
 def pretrain(shard_dir: Path, out: Path, seed: int, steps: int,
              trainer: list[str] | None = None) -> Path:
     """Stage 2: masked pretraining of the tiny encoder; returns the exported encoder folder."""
-    from eegfm.cli import pretrain as pretrain_cli
-    from eegfm.training.pretrain.callbacks import ENCODER_FOLDER
 
     run_dir = out / "pretrain"
     pretrain_cli.main([
-        "--config", str(_config("pretrain", "tiny.yaml")),
+        "--config", str(config_path("pretrain", "tiny.yaml")),
         "--data", str(shard_dir),
         "--run_dir", str(run_dir),
         "--seed_everything", str(seed),
@@ -118,10 +111,6 @@ def pretrain(shard_dir: Path, out: Path, seed: int, steps: int,
 def main(argv: list[str] | None = None) -> int:
     """Run `eegfm demo`; prints the cross-subject table and where the report is."""
     args = build_parser().parse_args(argv)
-    from eegfm.config import ConfigError
-    from eegfm.data.tasks.moabb import is_moabb
-    from eegfm.data.tasks.windows import TaskDataError
-    from eegfm.prep import PrepError
 
     try:
         return _run(args)
@@ -136,13 +125,11 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     """The three stages of the demo."""
-    from eegfm.data.tasks.moabb import is_moabb
-    from eegfm.training.finetune.runner import resolve_config, results_summary, run_finetune
 
     started = time.perf_counter()
     out = Path(args.out)
     moabb = is_moabb(args.source)
-    config_path = args.finetune_config or _config(
+    finetune_yaml = args.finetune_config or config_path(
         "finetune", "moabb.yaml" if moabb else "eegmat.yaml"
     )
     # the Conformers of eegmat.yaml take most of an hour on a CPU: the demo runs the defaults
@@ -155,7 +142,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if moabb:
         overrides["cache_dir"] = str(out / "moabb")
-    finetune_cfg = resolve_config(config_path, **overrides)
+    finetune_cfg = resolve_config(finetune_yaml, **overrides)
 
     print(f"[1/3] prep {args.source}")
     shard_dir = prepare_shards(args.source, out, finetune_cfg, args.progress)
@@ -165,7 +152,7 @@ def _run(args: argparse.Namespace) -> int:
     encoder = pretrain(shard_dir, out, args.seed, args.pretrain_steps, device)
     print(f"[3/3] fine-tune ({finetune_cfg.protocol}, head {finetune_cfg.head}) with baselines")
     data = args.source if moabb else str(shard_dir)
-    results = run_finetune(resolve_config(config_path, **overrides, data=data,
+    results = run_finetune(resolve_config(finetune_yaml, **overrides, data=data,
                                           checkpoint=str(encoder)))
     print(results_summary(results, time.perf_counter() - started,
                           out / "finetune" / "results.md"))
