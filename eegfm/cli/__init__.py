@@ -8,6 +8,8 @@ import sys
 import traceback
 import warnings
 
+from eegfm import __version__
+
 # Each target module exposes `main(argv: list[str]) -> int`; importing lazily keeps `eegfm --help`
 # fast and lets `eegfm prep` run without loading torch.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -62,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
         print(_usage())
         return 0
     if argv[0] == "--version":
-        from eegfm import __version__
-
         print(f"eegfm {__version__}")
         return 0
     command, rest = argv[0], argv[1:]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from eegfm.montage import montage_id
+from eegfm.montage import Localization, locate_channels, montage_id
 from eegfm.prep import steps
 from eegfm.prep.config import PrepConfig, PrepError
 from eegfm.prep.events import acquisition_gaps, annotation_events, stim_events
@@ -29,8 +29,6 @@ from eegfm.shards import Recording, ShardWriter
 
 if TYPE_CHECKING:
     import mne
-
-    from eegfm.montage import Localization
 
     # a montage file, an MNE montage name, 'file_layout', a DigMontage, or None (the config's)
     Montage = str | os.PathLike | mne.channels.DigMontage | None
@@ -104,7 +102,6 @@ def locate(
 def _locate(raw: mne.io.BaseRaw, eeg_picks: list[int], montage: Montage, source: str):
     import mne
 
-    from eegfm.montage import locate_channels
 
     # 'file_layout' accepts a header's 2-D display layout (Neuroscan CNT), which the montage
     # package places on the template head only when asked

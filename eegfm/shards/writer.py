@@ -15,6 +15,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from eegfm import __version__
 from eegfm.shards.format import (
     EVENT_DTYPE,
     FORMAT,
@@ -268,8 +269,6 @@ class ShardWriter:
         created_by: str | None = None,
         durable: bool = True,
     ):
-        from eegfm import __version__
-
         if dtype not in ("float32", "float16"):
             raise ValueError(f"shard dtype must be float32 or float16, got {dtype!r}")
         self.out_dir = Path(out_dir)

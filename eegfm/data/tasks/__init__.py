@@ -29,6 +29,7 @@ import numpy as np
 from eegfm.config import ConfigError
 from eegfm.data.tasks.config import TaskConfig
 from eegfm.data.tasks.cuts import Cut, event_cuts, recording_cuts
+from eegfm.data.tasks.moabb import is_moabb, prepare_moabb
 from eegfm.data.tasks.windows import (
     TaskDataError,
     class_map,
@@ -36,6 +37,7 @@ from eegfm.data.tasks.windows import (
     peak_to_peak_ok,
     window_samples,
 )
+from eegfm.shards import ShardReader
 
 
 @dataclass
@@ -126,8 +128,6 @@ def build_task_set(task: TaskConfig, data: str | Path | Sequence[str | Path], *,
     ``multiple_of`` crops each window to a whole number of encoder patches; ``sfreq`` (the
     encoder's rate) must match the shards'. ``prep_config`` and ``cache_dir`` serve ``moabb:``.
     """
-    from eegfm.data.tasks.moabb import is_moabb, prepare_moabb
-    from eegfm.shards import ShardReader
 
     subjects: set[str] | None = None
     if is_moabb(data):

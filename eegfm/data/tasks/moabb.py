@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eegfm.data.tasks.windows import TaskDataError
+from eegfm.prep import config_hash, expand_sources, load_prep_config, run_prep
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,6 @@ def is_moabb(data: object) -> bool:
 def prepare_moabb(spec: str, prep_config=None, *, cache_dir: str | Path | None = None,
                   paradigm: str | None = None, progress: bool = True) -> MoabbTask:
     """Convert ``moabb:NAME[:subjects]`` with our prep pipeline (cached) and read its events."""
-    from eegfm.prep import config_hash, expand_sources, load_prep_config, run_prep
 
     prep_config = prep_config if prep_config is not None else load_prep_config(None)
     parts = spec.split(":")
