@@ -65,8 +65,10 @@ def test_verbose_prints_the_traceback(monkeypatch, capsys, argv: list[str]) -> N
 
 
 def test_verbose_after_double_dash_belongs_to_the_command() -> None:
-    assert cli.split_verbose(["predict", "--", "-v"]) == (False, ["predict", "--", "-v"])
-    assert cli.split_verbose(["-v", "prep", "--", "-v"]) == (True, ["prep", "--", "-v"])
+    assert cli.split_verbosity(["predict", "--", "-v"]) == (0, ["predict", "--", "-v"])
+    assert cli.split_verbosity(["-v", "prep", "--", "-v"]) == (1, ["prep", "--", "-v"])
+    assert cli.split_verbosity(["prep", "-q", "x", "--", "-q"]) == (-1, ["prep", "x", "--", "-q"])
+    assert cli.split_verbosity(["-q", "prep", "-v"]) == (1, ["prep"])
 
 
 def test_expected_errors_keep_their_exit_codes_with_verbose(tmp_path, capsys) -> None:
@@ -81,7 +83,7 @@ def test_expected_errors_keep_their_exit_codes_with_verbose(tmp_path, capsys) ->
 
 def test_verbose_alone_prints_the_usage(capsys) -> None:
     assert cli.main(["-v"]) == 0
-    assert "usage: eegfm [-v] COMMAND" in capsys.readouterr().out
+    assert "usage: eegfm [-v | -q] COMMAND" in capsys.readouterr().out
 
 
 def test_dispatcher_leaves_the_openmp_settings_to_the_user(monkeypatch) -> None:

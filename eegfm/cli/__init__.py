@@ -8,7 +8,7 @@ import sys
 import traceback
 import warnings
 
-from eegfm import __version__
+from eegfm import __version__, console
 
 # Each target module exposes `main(argv: list[str]) -> int`; importing lazily keeps `eegfm --help`
 # fast and lets `eegfm prep` run without loading torch.
@@ -28,25 +28,31 @@ EXIT_USAGE = 2  # an unknown command (each command's own usage errors exit 2 as 
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports a process ended by SIGINT
 EXIT_BROKEN_PIPE = 141  # the output's reader closed the pipe, as for a process ended by SIGPIPE
 VERBOSE_FLAGS = ("-v", "--verbose")
+QUIET_FLAGS = ("-q", "--quiet")
 
 def _usage() -> str:
-    lines = ["usage: eegfm [-v] COMMAND [ARGS...]", "", "commands:"]
+    lines = ["usage: eegfm [-v | -q] COMMAND [ARGS...]", "", "commands:"]
     lines += [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
-    lines += ["", "options:", "  -v, --verbose  print the traceback of an internal error "
-              "(also accepted after COMMAND)"]
+    lines += ["", "options (also accepted after COMMAND):",
+              "  -v, --verbose  debug messages, and the traceback of an internal error",
+              "  -q, --quiet    warnings and errors only, no progress bars (results still print)"]
     lines += ["", "Run `eegfm COMMAND --help` for the options of one command."]
     return "\n".join(lines)
 
 
-def split_verbose(argv: list[str]) -> tuple[bool, list[str]]:
-    """Remove `-v`/`--verbose` from the arguments (not after `--`); return (verbose, the rest).
+def split_verbosity(argv: list[str]) -> tuple[int, list[str]]:
+    """Remove `-v`/`-q` (and long forms) from the arguments, not after `--`.
 
-    No command has an option of that name, and argparse never takes `-v` as an option's value,
-    so removing it anywhere before `--` changes the meaning of no other argument.
+    Returns the console verbosity (``VERBOSE``, ``QUIET`` or ``NORMAL``; `-v` wins over `-q`)
+    and the rest. No command has an option of these names, and argparse never takes them as an
+    option's value, so removing them anywhere before `--` changes no other argument.
     """
     end = argv.index("--") if "--" in argv else len(argv)
-    rest = [arg for arg in argv[:end] if arg not in VERBOSE_FLAGS] + argv[end:]
-    return len(rest) != len(argv), rest
+    head = argv[:end]
+    rest = [arg for arg in head if arg not in VERBOSE_FLAGS + QUIET_FLAGS] + argv[end:]
+    if any(arg in VERBOSE_FLAGS for arg in head):
+        return console.VERBOSE, rest
+    return (console.QUIET if any(arg in QUIET_FLAGS for arg in head) else console.NORMAL), rest
 
 
 def internal_error_line(command: str, error: BaseException) -> str:
@@ -58,8 +64,10 @@ def internal_error_line(command: str, error: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Dispatch `eegfm [-v] COMMAND ...` to the module implementing COMMAND."""
-    verbose, argv = split_verbose(list(sys.argv[1:] if argv is None else argv))
+    """Dispatch `eegfm [-v | -q] COMMAND ...` to the module implementing COMMAND."""
+    verbosity, argv = split_verbosity(list(sys.argv[1:] if argv is None else argv))
+    verbose = verbosity == console.VERBOSE
+    console.configure(verbosity)
     if not argv or argv[0] in {"-h", "--help"}:
         print(_usage())
         return 0

@@ -16,6 +16,7 @@ pretraining run, and fine-tunes again. The configs ship inside the package
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,8 @@ from eegfm.training.finetune.runner import resolve_config, results_summary, run_
 from eegfm.training.pretrain.callbacks import ENCODER_FOLDER
 
 DEFAULT_SOURCE = "moabb:BNCI2014_001:1-4"
+
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,7 +88,7 @@ def prepare_shards(source: str, out: Path, finetune_cfg, progress: bool) -> Path
     if not (summary.converted or summary.skipped):
         raise RuntimeError(f"--source {source}: no recording could be converted "
                            f"(see {shard_dir}/failures.jsonl)")
-    print(f"prep: {len(summary.converted)} converted, {len(summary.skipped)} already done, "
+    log.info(f"prep: {len(summary.converted)} converted, {len(summary.skipped)} already done, "
           f"{len(summary.failures)} failed -> {shard_dir}")
     return shard_dir
 
@@ -144,13 +147,13 @@ def _run(args: argparse.Namespace) -> int:
         overrides["cache_dir"] = str(out / "moabb")
     finetune_cfg = resolve_config(finetune_yaml, **overrides)
 
-    print(f"[1/3] prep {args.source}")
+    log.info(f"[1/3] prep {args.source}")
     shard_dir = prepare_shards(args.source, out, finetune_cfg, args.progress)
-    print(f"[2/3] pretrain eegfm_tiny for {args.pretrain_steps} steps")
+    log.info(f"[2/3] pretrain eegfm_tiny for {args.pretrain_steps} steps")
     device = [f"--trainer.{k}={v}" for k, v in (("accelerator", args.accelerator),
               ("devices", args.devices), ("precision", args.precision)) if v is not None]
     encoder = pretrain(shard_dir, out, args.seed, args.pretrain_steps, device)
-    print(f"[3/3] fine-tune ({finetune_cfg.protocol}, head {finetune_cfg.head}) with baselines")
+    log.info(f"[3/3] fine-tune ({finetune_cfg.protocol}, head {finetune_cfg.head}) with baselines")
     data = args.source if moabb else str(shard_dir)
     results = run_finetune(resolve_config(finetune_yaml, **overrides, data=data,
                                           checkpoint=str(encoder)))

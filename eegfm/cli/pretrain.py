@@ -12,6 +12,7 @@ directory holds everything and never changes on a requeue; a run restarts from t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import sys
@@ -23,6 +24,7 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from eegfm import console
 from eegfm.config import PretrainConfigError
 from eegfm.shards.reader import ShardDataError
 from eegfm.training.pretrain.callbacks import (
@@ -33,6 +35,8 @@ from eegfm.training.pretrain.callbacks import (
 )
 from eegfm.training.pretrain.datamodule import PretrainDataModule
 from eegfm.training.pretrain.module import MaskedPretrainModule
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_DEFAULTS = {
     "checkpoint.every_n_train_steps": 1000,
@@ -124,7 +128,7 @@ def checkpoint_problem(path: Path) -> str | None:
 
 @rank_zero_only
 def _warn(message: str) -> None:
-    print(f"eegfm pretrain: warning: {message}", file=sys.stderr)
+    log.warning(f"eegfm pretrain: warning: {message}")
 
 
 def _reader_message(error: ShardDataError) -> str:
@@ -182,6 +186,8 @@ def _build(argv: list[str]) -> PretrainCLI:
         trainer_defaults={
             "logger": False,
             "use_distributed_sampler": False,
+            # a bar only on a terminal and without -q: no bar frames in redirected logs
+            "enable_progress_bar": console.show_progress(),
             "callbacks": [StepBoundarySignals(), StepMetricsLogger(), EncoderExport()],
         },
         parser_kwargs={"prog": "eegfm pretrain", "description": __doc__.split("\n\n")[0]},

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from eegfm.shards import check_shards, read_manifest
+
+log = logging.getLogger(__name__)
 
 
 def main(argv: list[str]) -> int:
@@ -20,7 +23,7 @@ def main(argv: list[str]) -> int:
     report = check_shards(args.directory, progress=not args.no_progress)
     problems = report.problems
     for note in report.notes:
-        print(f"NOTE {note}", file=sys.stderr)
+        log.info(f"NOTE {note}")
     if problems:
         for problem in problems:
             print(f"DAMAGED {problem}", file=sys.stderr)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import yaml
 
+from eegfm.console import progress as progress_bar
 from eegfm.prep.config import (
     PrepConfig,
     PrepError,
@@ -434,11 +435,7 @@ def _convert_all(
         dtype=config.shard_dtype,
         chunk_s=config.shard_chunk_s,
     )
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(items), desc="prep", unit="file", dynamic_ncols=True)
+    bar = progress_bar(total=len(items), desc="prep", unit="file") if progress else None
     jobs = list(enumerate(items))
     _write_failures(failures_path, summary)  # this partition's old failures are retried
     init_args = (config, str(staging), done, fingerprints)

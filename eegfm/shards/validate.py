@@ -11,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from eegfm.console import progress as progress_bar
 from eegfm.shards.format import (
     EVENT_DTYPE,
     FORMAT,
@@ -136,9 +137,7 @@ def check_shards(root: os.PathLike, progress: bool = False) -> ValidationReport:
             )
     shards = sorted(by_shard.items())
     if progress:
-        from tqdm import tqdm
-
-        shards = tqdm(shards, desc="validate", unit="shard")
+        shards = progress_bar(shards, desc="validate", unit="shard")
     unchecked: dict[int, list[str]] = {}  # format version without metadata checksum -> shards
     for shard, shard_entries in shards:
         shard_problems, version = _validate_shard(root / shard, shard_entries)

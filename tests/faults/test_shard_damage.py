@@ -140,6 +140,9 @@ def test_shards_of_format_1_validate_with_a_note(shard_copy: Path, capsys):
     assert main(["validate", str(shard_copy), "--no-progress"]) == 0
     captured = capsys.readouterr()
     assert captured.err == f"NOTE {report.notes[0]}\n" and "all checksums OK" in captured.out
+    assert main(["-q", "validate", str(shard_copy), "--no-progress"]) == 0  # -q: no notes
+    captured = capsys.readouterr()
+    assert captured.err == "" and "all checksums OK" in captured.out
     reader = ShardReader([shard_copy])
     recording_id = reader.entries[0].recording_id
     assert reader.read_window(recording_id, 0, 400).data.shape[1] == 400

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from eegfm.config import ConfigError
+from eegfm.console import progress as progress_bar
 from eegfm.data.tasks.config import TaskConfig
 from eegfm.data.tasks.cuts import Cut, event_cuts, recording_cuts
 from eegfm.data.tasks.moabb import is_moabb, prepare_moabb
@@ -226,6 +227,4 @@ def _stack(task: TaskConfig, reader, cuts: list[Cut], info: dict, rate: float, l
 def _progress(total: int, enabled: bool):
     if not enabled:
         return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc="task windows", unit="rec", dynamic_ncols=True, leave=False)
+    return progress_bar(total=total, desc="task windows", unit="rec", leave=False)
