@@ -69,10 +69,14 @@ def _write_reve_bank(folder: str) -> None:
 def build(model: str, n_channels: int, n_times: int):
     """Return ``(module, run)`` where ``run(x, coords)`` is one forward pass."""
     if model.startswith("eegfm_"):
+        from eegfm.heads import create_head
         from eegfm.models import create_model
+        from eegfm.training.finetune.module import EncoderClassifier
 
-        encoder = create_model(model, num_classes=2)
-        return encoder, lambda x, coords: encoder(x, coords)
+        encoder = create_model(model)
+        net = EncoderClassifier(encoder, create_head("linear", encoder.embed_dim, 2),
+                                frozen=False)
+        return net, lambda x, coords: net(x, coords)
     from braindecode.models import LUNA, REVE, CBraMod, Labram
 
     signal = dict(n_outputs=2, n_chans=n_channels, n_times=n_times, sfreq=200.0)

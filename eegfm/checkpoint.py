@@ -18,7 +18,7 @@ from eegfm import __version__
 from eegfm.model_folder import CHECKPOINT_FORMAT as FORMAT
 from eegfm.model_folder import CHECKPOINT_VERSION as FORMAT_VERSION
 from eegfm.model_folder import ModelFolderError, read_checkpoint_file
-from eegfm.models.encoder import EEGEncoder
+from eegfm.models.encoder import EEGEncoder, encoder_options
 from eegfm.models.pretrainer import MaskedPretrainer
 from eegfm.models.registry import list_models
 
@@ -70,9 +70,10 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> nn.Module:
     """Rebuild the saved module (encoder or pretrainer) and load its weights."""
     config = dict(checkpoint["config"])
     if checkpoint["kind"] == "pretrainer":
-        model: nn.Module = MaskedPretrainer(EEGEncoder(**config.pop("encoder")), **config)
+        encoder = EEGEncoder(**encoder_options(config.pop("encoder")))
+        model: nn.Module = MaskedPretrainer(encoder, **config)
     elif checkpoint["kind"] == "encoder":
-        model = EEGEncoder(**config)
+        model = EEGEncoder(**encoder_options(config))
     else:
         raise ValueError(f"unknown checkpoint kind {checkpoint['kind']!r}")
     model.load_state_dict(checkpoint["state_dict"])

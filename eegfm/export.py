@@ -52,9 +52,9 @@ def load_for_export(source: str | os.PathLike) -> tuple[nn.Module, dict[str, Any
         return model, {"kind": "finetuned", "preprocessing": meta,
                        "output": "logits", "n_outputs": len(meta["class_names"])}
     encoder = EEGEncoder.from_pretrained(source).eval()
-    output = "logits" if encoder.num_classes else "features"
+    # an encoder's forward pools its tokens over valid channels and patches: features (B, D)
     return encoder, {"kind": "encoder", "preprocessing": dict(encoder.preprocessing),
-                     "output": output, "n_outputs": encoder.num_classes or encoder.embed_dim}
+                     "output": "features", "n_outputs": encoder.embed_dim}
 
 
 def example_inputs(model: nn.Module, channels: int, seconds: float,

@@ -19,7 +19,7 @@ def _batch():
 
 def test_encoder_round_trip_gives_identical_outputs(tmp_path):
     torch.manual_seed(0)
-    model = create_model("eegfm_tiny", num_classes=3).eval()
+    model = create_model("eegfm_tiny").eval()
     path = tmp_path / "sub" / "encoder.pt"
     save_checkpoint(path, model, extra={"step": 7, "dataset": "eegmat"})
     checkpoint = load_checkpoint(path)

@@ -1,7 +1,10 @@
-"""The Head protocol every fine-tuning head follows, its loss record, and masked pooling."""
+"""The Head protocol every fine-tuning head follows, its loss record, masked pooling, and
+``build_head`` (a head class from options; :func:`eegfm.heads.create_head` picks the class)."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from typing import Any, NamedTuple
 
 import torch
@@ -9,6 +12,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from eegfm.spiking import SPIKING_MODES, NeuronConfig
+
+NEURON_OPTIONS = tuple(f.name for f in dataclasses.fields(NeuronConfig))
 
 
 class HeadLoss(NamedTuple):
@@ -70,8 +75,9 @@ class Head(nn.Module):
     def __init__(self, embed_dim: int, n_classes: int, spiking: str = "none",
                  neuron: NeuronConfig | None = None):
         super().__init__()
-        if embed_dim < 1 or n_classes < 2:
-            raise ValueError(f"need embed_dim >= 1 and n_classes >= 2, got {embed_dim} and "
+        # one output is a regression read-out (braindecode's EEGRegressor, through the adapter)
+        if embed_dim < 1 or n_classes < 1:
+            raise ValueError(f"need embed_dim >= 1 and n_classes >= 1, got {embed_dim} and "
                              f"{n_classes}")
         if spiking not in SPIKING_MODES:
             raise ValueError(f"spiking must be one of {SPIKING_MODES}, got {spiking!r}")
@@ -110,8 +116,32 @@ class Head(nn.Module):
         """The same head without spikes (same weights where names match), for energy ratios."""
         if not self.config:
             raise ValueError("ann_twin needs a head built by eegfm.heads.create_head")
-        from eegfm.heads.registry import create_head  # registry imports this module
-
-        twin = create_head(**{**self.config, "spiking": "none"})
+        twin = build_head(type(self), **{**self.config, "spiking": "none"})
         twin.load_state_dict(self.state_dict(), strict=False)
         return twin.to(next(self.parameters()).device).train(self.training)
+
+
+def own_options(cls: type[Head]) -> list[str]:
+    """Keyword options of a head class beyond the ones every head takes."""
+    fixed = {"self", "embed_dim", "n_classes", "spiking", "neuron"}
+    return [p for p in inspect.signature(cls.__init__).parameters if p not in fixed]
+
+
+def build_head(cls: type[Head], name: str, embed_dim: int, n_classes: int,
+               spiking: str = "none", **options: Any) -> Head:
+    """Build head class ``cls`` (registered as ``name``): neuron options go to
+    :class:`~eegfm.spiking.NeuronConfig`, the rest to the class; ``head.config`` rebuilds it."""
+    if spiking not in SPIKING_MODES:
+        raise ValueError(f"--spiking must be one of {', '.join(SPIKING_MODES)}, got {spiking!r}")
+    neuron_options = {k: options.pop(k) for k in list(options) if k in NEURON_OPTIONS}
+    allowed = own_options(cls)
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise TypeError(f"head '{name}' has no option(s) {unknown}; it accepts "
+                        f"{sorted([*allowed, *NEURON_OPTIONS])}")
+    if spiking == "int":
+        neuron_options["timesteps"] = 1  # integer training runs one step; D is max_level
+    head = cls(embed_dim, n_classes, spiking, NeuronConfig(**neuron_options), **options)
+    head.config = {"name": name, "embed_dim": embed_dim, "n_classes": n_classes,
+                   "spiking": spiking, **neuron_options, **options}
+    return head

@@ -11,7 +11,7 @@ rate inside ``forward``; a window that is not a whole number of patches is cropp
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from braindecode.models.base import EEGModuleMixin
 from torch import nn
 
+from eegfm.heads import create_head
 from eegfm.models.encoder import EEGEncoder
 from eegfm.models.registry import create_model
 from eegfm.models.resample import resample
@@ -37,6 +38,9 @@ def positions_from_chs_info(chs_info: list[dict[str, Any]]) -> torch.Tensor:
 class EEGFMModule(EEGModuleMixin, nn.Module):
     """eegfm encoder + linear head with braindecode's signature and input ``(B, n_chans, n_times)``.
 
+    The head is fine-tuning's ``create_head("linear", ...)`` on the encoder's tokens: masked
+    mean over channels and patches, LayerNorm, Linear.
+
     Parameters
     ----------
     n_outputs, n_chans, chs_info, n_times, input_window_seconds, sfreq
@@ -52,6 +56,15 @@ class EEGFMModule(EEGModuleMixin, nn.Module):
         ``EEGClassifier``, which reads them in µV; 1e6 for data in volts).
     freeze_encoder : train only the head (linear probe).
     """
+
+    # braindecode's key renaming on load: folders saved before the head moved to eegfm.heads
+    # hold it inside the encoder (same LayerNorm + Linear, so they predict as before)
+    mapping: ClassVar[dict[str, str]] = {
+        "encoder.fc_norm.weight": "head.norm.weight",
+        "encoder.fc_norm.bias": "head.norm.bias",
+        "encoder.head.weight": "head.classifier.weight",
+        "encoder.head.bias": "head.classifier.bias",
+    }
 
     def __init__(
         self,
@@ -85,10 +98,9 @@ class EEGFMModule(EEGModuleMixin, nn.Module):
             self._forget_checkpoint_path()
         else:
             self.encoder = create_model(model_name, **dict(model_overrides or {}))
-        self.encoder.reset_head(self.n_outputs)
+        self.head = create_head("linear", self.encoder.embed_dim, self.n_outputs)
         if freeze_encoder:
-            for name, param in self.encoder.named_parameters():
-                param.requires_grad = name.startswith(("head.", "fc_norm."))
+            self.encoder.requires_grad_(False)
         self.window = window
         self.input_scale = input_scale
         self.register_buffer("coords", coords, persistent=False)
@@ -99,11 +111,21 @@ class EEGFMModule(EEGModuleMixin, nn.Module):
         The folder's ``model.safetensors`` holds every weight, so a config that names the
         architecture rebuilds the model anywhere; a local path would not exist elsewhere.
         """
-        architecture = {k: v for k, v in self.encoder.config.items() if k != "num_classes"}
+        architecture = self.encoder.config
         for name in ("_hub_mixin_config", "_braindecode_init_kwargs"):
             captured = getattr(self, name, None)
             if isinstance(captured, dict):
                 captured.update(checkpoint=None, model_overrides=architecture)
+
+    def reset_head(self, n_outputs: int) -> None:
+        """A fresh linear head for ``n_outputs`` (braindecode calls it when
+        ``from_pretrained(..., n_outputs=K)`` asks for another number of outputs)."""
+        if hasattr(self, "_set_n_outputs"):  # braindecode >= 1.8 keeps its configs in sync
+            self._set_n_outputs(n_outputs)
+        else:
+            self._n_outputs = n_outputs
+        device = next(self.encoder.parameters()).device
+        self.head = create_head("linear", self.encoder.embed_dim, n_outputs).to(device)
 
     def _input_sfreq(self) -> float:
         """Rate of incoming data: the given ``sfreq``, else the encoder's own rate."""
@@ -130,4 +152,5 @@ class EEGFMModule(EEGModuleMixin, nn.Module):
         """``X (B, n_chans, n_times)`` -> logits ``(B, n_outputs)``."""
         x = self.prepare_input(X)
         coords = self.coords.to(x.dtype).expand(x.shape[0], -1, -1)
-        return self.encoder(x, coords)
+        tokens = self.encoder.forward_features(x, coords)
+        return self.head(tokens, self.encoder.valid_channel_mask(coords))

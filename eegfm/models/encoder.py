@@ -2,7 +2,9 @@
 
 Any montage (1 to >1,132 channels, identified only by position), any window ``T`` that is a
 multiple of ``patch_len`` with at most ``max_patches`` patches. Read top-down:
-``prepare`` (validity, scaling, geometry) -> ``patch_embed`` -> ``encode`` -> ``forward_head``.
+``prepare`` (validity, scaling, geometry) -> ``patch_embed`` -> ``encode`` -> tokens. The
+encoder ends at its tokens: pooling and classification are :mod:`eegfm.heads`' (fine-tuning,
+``eegfm predict`` and the braindecode adapter build one of its heads on the tokens).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from timm.layers import trunc_normal_
 from torch import nn
 
 from eegfm import __version__
+from eegfm.heads import masked_mean_pool
 from eegfm.model_folder import ModelFolderError, first_line, read_model, write_model_folder
 from eegfm.models.attention import SpatioTemporalBlock
 from eegfm.models.embedding import (
@@ -28,6 +31,19 @@ from eegfm.models.embedding import (
     robust_scale,
 )
 from eegfm.models.neighbours import SpatialContext, build_spatial_context, init_distance_bias
+
+# Encoders of earlier releases carried a timm-style classifier (``fc_norm`` LayerNorm + ``head``
+# Linear, sized by the ``num_classes`` option) that only the braindecode adapter trained. It
+# moved to eegfm.heads, so folders and checkpoint files saved with it still load: the option
+# and the weights are dropped (fine-tuning never used them; the adapter maps its own).
+LEGACY_OPTIONS = ("num_classes",)
+LEGACY_WEIGHTS = ("fc_norm.", "head.")
+
+
+def encoder_options(architecture: dict[str, Any]) -> dict[str, Any]:
+    """``EEGEncoder`` keyword arguments of a saved architecture (earlier releases' head
+    options dropped)."""
+    return {k: v for k, v in architecture.items() if k not in LEGACY_OPTIONS}
 
 
 @dataclass
@@ -106,7 +122,6 @@ class EEGEncoder(
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         knn_recompute_above: int = 1 << 24,
-        num_classes: int = 0,
     ) -> None:
         super().__init__()
         self._config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -152,12 +167,10 @@ class EEGEncoder(
             for dp in drop_paths
         )
         self.norm = nn.LayerNorm(embed_dim)
-        self.fc_norm = nn.LayerNorm(embed_dim)
-        self.head: nn.Module = nn.Identity()
         self.apply(_init_weights)
         for block in self.blocks:
             init_distance_bias(block.spatial.distance_bias)
-        self.reset_head(num_classes)
+        self.register_load_state_dict_pre_hook(_drop_legacy_weights)
         # what the input must be; fine-tuning adds its window, alignment and class names
         self.preprocessing: dict[str, Any] = {
             "sfreq": self.sfreq,
@@ -208,7 +221,7 @@ class EEGEncoder(
             prefix = "encoder."
             state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         try:
-            model = cls(**config["architecture"])
+            model = cls(**encoder_options(config["architecture"]))
             model.load_state_dict(state)
         except (TypeError, ValueError, RuntimeError) as error:
             first = first_line(error)
@@ -223,18 +236,6 @@ class EEGEncoder(
     def config(self) -> dict[str, Any]:
         """Keyword arguments that rebuild this model: ``EEGEncoder(**model.config)``."""
         return dict(self._config)
-
-    @property
-    def num_classes(self) -> int:
-        """Outputs of the classification head (0: ``forward`` returns pooled features)."""
-        return self._config["num_classes"]
-
-    def reset_head(self, num_classes: int) -> None:
-        """Replace the classifier with a fresh ``Linear(embed_dim, num_classes)`` (0: none)."""
-        self._config["num_classes"] = num_classes
-        self.head = nn.Linear(self.embed_dim, num_classes) if num_classes > 0 else nn.Identity()
-        if num_classes > 0:
-            _init_weights(self.head)
 
     def valid_channel_mask(
         self, coords: torch.Tensor, channel_mask: torch.Tensor | None = None
@@ -316,22 +317,6 @@ class EEGEncoder(
         inputs = self.prepare(x, coords, channel_mask, ref_coords)
         return self.encode(self.patch_embed(inputs.x_norm), inputs)
 
-    def forward_head(
-        self,
-        tokens: torch.Tensor,
-        channel_mask: torch.Tensor | None = None,
-        pre_logits: bool = False,
-    ) -> torch.Tensor:
-        """Masked mean over channels and patches -> norm -> head: ``(B, K)`` or ``(B, D)``."""
-        if channel_mask is None:
-            pooled = tokens.mean(dim=(1, 2))
-        else:
-            weight = channel_mask.to(tokens.dtype)[:, :, None, None]
-            count = (weight.sum(dim=(1, 2)) * tokens.shape[2]).clamp_min(1.0)
-            pooled = (tokens * weight).sum(dim=(1, 2)) / count
-        pooled = self.fc_norm(pooled)
-        return pooled if pre_logits else self.head(pooled)
-
     def forward(
         self,
         x: torch.Tensor,
@@ -339,9 +324,22 @@ class EEGEncoder(
         channel_mask: torch.Tensor | None = None,
         ref_coords: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``forward_head(forward_features(...))`` pooled over the valid channels."""
+        """Pooled features ``h (B, D)``: the tokens' mean over valid channels and all patches.
+
+        The window's embedding, without parameters of its own (what an exported encoder
+        outputs); a head from :mod:`eegfm.heads` reads :meth:`forward_features` instead.
+        """
         tokens = self.forward_features(x, coords, channel_mask, ref_coords)
-        return self.forward_head(tokens, self.valid_channel_mask(coords, channel_mask))
+        return masked_mean_pool(tokens, self.valid_channel_mask(coords, channel_mask))
+
+
+def _drop_legacy_weights(module: nn.Module, state_dict: dict[str, Any], prefix: str,
+                         *_: Any) -> None:
+    """Load-state-dict pre-hook: forget an earlier release's classifier weights (see
+    ``LEGACY_WEIGHTS``), so its folders, files and Lightning checkpoints load strictly."""
+    legacy = tuple(prefix + name for name in LEGACY_WEIGHTS)
+    for key in [k for k in state_dict if k.startswith(legacy)]:
+        del state_dict[key]
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -18,8 +18,7 @@ from eegfm.models.encoder import EEGEncoder
 _FACTORIES: dict[str, Callable[..., EEGEncoder]] = {}
 # options that change training only, not the weights' shapes or meaning: free to differ
 # between a saved encoder and the one it is loaded into
-_FREE_OPTIONS = {"num_classes", "drop_rate", "attn_drop_rate", "drop_path_rate",
-                 "knn_recompute_above"}
+_FREE_OPTIONS = {"drop_rate", "attn_drop_rate", "drop_path_rate", "knn_recompute_above"}
 _SIZES: dict[str, dict[str, Any]] = {}
 
 
@@ -48,7 +47,9 @@ def model_config(name: str, **overrides: Any) -> dict[str, Any]:
     defaults = {key: p.default for key, p in inspect.signature(EEGEncoder).parameters.items()}
     unknown = set(overrides) - set(defaults)
     if unknown:
-        raise ValueError(f"unknown EEGEncoder option(s) {sorted(unknown)} for {name!r}")
+        hint = ("; the encoder has no classifier: build one on its tokens with "
+                "eegfm.heads.create_head") if "num_classes" in unknown else ""
+        raise ValueError(f"unknown EEGEncoder option(s) {sorted(unknown)} for {name!r}{hint}")
     return {**defaults, **_SIZES[name], **overrides}
 
 
@@ -75,11 +76,11 @@ def create_model(
     checkpoint_path: str | os.PathLike | None = None,
     **overrides: Any,
 ) -> EEGEncoder:
-    """Build a registered encoder, e.g. ``create_model("eegfm_small", num_classes=2)``.
+    """Build a registered encoder, e.g. ``create_model("eegfm_small", drop_path_rate=0.1)``.
 
     ``checkpoint_path`` (a model folder, Hub id or older single file) or ``pretrained=True``
     (the weights released with eegfm) loads saved encoder weights into it; the saved model must
-    have this name's architecture (the classification head, ``num_classes``, stays new).
+    have this name's architecture (training-only options such as dropout may differ).
     """
     if name not in _FACTORIES:
         raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
@@ -96,9 +97,7 @@ def create_model(
             f"{checkpoint_path} does not hold a {name} with these options: "
             + ", ".join(f"{k}={saved.config[k]!r} there, {model.config[k]!r} here" for k in differ)
         )
-    encoder_state = {k: v for k, v in saved.state_dict().items() if not k.startswith("head.")}
-    missing, unexpected = model.load_state_dict(encoder_state, strict=False)
-    assert not unexpected and all(k.startswith("head.") for k in missing), (missing, unexpected)
+    model.load_state_dict(saved.state_dict())
     model.preprocessing.update(saved.preprocessing)
     return model
 

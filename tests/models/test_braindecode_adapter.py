@@ -9,6 +9,7 @@ import torch
 from braindecode import EEGClassifier
 
 from eegfm.checkpoint import save_checkpoint
+from eegfm.heads import LinearHead
 from eegfm.models import create_model
 from eegfm.models.braindecode_adapter import EEGFMModule, positions_from_chs_info
 
@@ -115,8 +116,27 @@ def test_checkpoint_loading_and_linear_probe(tmp_path):
     assert len(module.encoder.blocks) == 1
     loaded = module.encoder.state_dict()
     for key, value in encoder.state_dict().items():
-        if not key.startswith("head."):
-            torch.testing.assert_close(loaded[key], value)
+        torch.testing.assert_close(loaded[key], value)
     trainable = {n for n, p in module.named_parameters() if p.requires_grad}
-    assert trainable == {"encoder.head.weight", "encoder.head.bias", "encoder.fc_norm.weight",
-                         "encoder.fc_norm.bias"}
+    assert trainable == {"head.norm.weight", "head.norm.bias", "head.classifier.weight",
+                         "head.classifier.bias"}
+
+
+def test_the_head_is_an_eegfm_heads_linear_head_on_the_tokens():
+    """One head path: the adapter's logits are ``create_head("linear")`` on the encoder's
+    tokens and valid-channel mask, as in fine-tuning; ``reset_head`` swaps it (braindecode)."""
+    chs = _chs_info(5)
+    chs[3]["loc"][:3] = 0.0  # no position: left out of the pooling
+    torch.manual_seed(0)
+    module = EEGFMModule(n_outputs=3, chs_info=chs, n_times=400, sfreq=200.0).eval()
+    assert isinstance(module.head, LinearHead) and module.head.config["n_classes"] == 3
+    x = torch.randn(2, 5, 400)
+    coords = module.coords.expand(2, -1, -1)
+    with torch.no_grad():
+        tokens = module.encoder.forward_features(x, coords)
+        mask = torch.tensor([True, True, True, False, True]).expand(2, -1)
+        torch.testing.assert_close(module(x), module.head(tokens, mask), rtol=0, atol=0)
+    module.reset_head(4)
+    assert module.n_outputs == 4 and module(x).shape == (2, 4)
+    regression = EEGFMModule(n_outputs=1, chs_info=chs, n_times=400, sfreq=200.0)
+    assert regression(x).shape == (2, 1)  # braindecode's EEGRegressor: one output

@@ -1,10 +1,12 @@
-"""EEGEncoder: any montage, padding, permutation, NaN coordinates, heads and config."""
+"""EEGEncoder: any montage, padding, permutation, NaN coordinates, pooling, legacy files, config."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
+from eegfm.heads import masked_mean_pool
+from eegfm.model_folder import write_model_folder
 from eegfm.models import EEGEncoder, create_model
 
 TINY = ["eegfm_tiny"]  # the registry sizes small enough for CPU tests
@@ -111,19 +113,54 @@ def test_amplitude_scaling_is_per_channel_and_robust(tiny_model, make_batch):
     torch.testing.assert_close(inputs.scale, 3.0 * reference.scale)
 
 
-def test_heads_pooling_and_reset(tiny_model, make_batch):
+def test_forward_pools_tokens_with_the_heads_masked_mean(tiny_model, make_batch):
+    """The encoder ends at its tokens: ``forward`` is their mean over valid channels and all
+    patches (no parameters of its own), the pooling every ``eegfm.heads`` head starts from."""
     x, coords = make_batch(3, 19)
-    tokens = tiny_model.forward_features(x, coords)
-    assert tiny_model.forward_head(tokens, pre_logits=True).shape == (3, tiny_model.embed_dim)
-    assert tiny_model(x, coords).shape == (3, tiny_model.embed_dim)  # num_classes=0
-    tiny_model.reset_head(5)
-    assert tiny_model(x, coords).shape == (3, 5)
-    assert tiny_model.config["num_classes"] == 5
-    assert tiny_model.forward_head(tokens, pre_logits=True).shape == (3, tiny_model.embed_dim)
+    coords[1, 4] = float("nan")  # an invalid channel is left out of the mean
+    mask = torch.ones(3, 19, dtype=torch.bool)
+    mask[2, 10:] = False
+    with torch.no_grad():
+        tokens = tiny_model.forward_features(x, coords, mask)
+        pooled = tiny_model(x, coords, mask)
+    assert pooled.shape == (3, tiny_model.embed_dim)
+    valid = tiny_model.valid_channel_mask(coords, mask)
+    assert torch.equal(pooled, masked_mean_pool(tokens, valid))
+    torch.testing.assert_close(pooled[1], tokens[1, [i for i in range(19) if i != 4]].mean((0, 1)))
+    torch.testing.assert_close(pooled[2], tokens[2, :10].mean((0, 1)))
+    names = [name for name, _ in tiny_model.named_parameters()]
+    assert not [name for name in names if name.startswith(("fc_norm", "head"))]
+
+
+def test_legacy_classifier_weights_and_option_are_dropped_on_load(tmp_path, make_batch):
+    """Folders and files of earlier releases hold ``fc_norm.*``/``head.*`` weights and a
+    ``num_classes`` option (the encoder's old timm-style classifier): they still load."""
+    torch.manual_seed(0)
+    model = create_model("eegfm_tiny").eval()
+    legacy_state = {**model.state_dict(), "fc_norm.weight": torch.ones(64),
+                    "fc_norm.bias": torch.zeros(64), "head.weight": torch.randn(3, 64),
+                    "head.bias": torch.zeros(3)}
+    write_model_folder(tmp_path / "old", kind="encoder",
+                       architecture={**model.config, "num_classes": 3}, state_dict=legacy_state)
+    x, coords = make_batch(2, 19)
+    loaded = EEGEncoder.from_pretrained(tmp_path / "old").eval()
+    with torch.no_grad():
+        assert torch.equal(loaded.forward_features(x, coords), model.forward_features(x, coords))
+    assert "num_classes" not in loaded.config
+    torch.save({"format": "eegfm-checkpoint", "format_version": 1, "kind": "encoder",
+                "config": {**model.config, "num_classes": 3}, "state_dict": legacy_state},
+               tmp_path / "old.pt")
+    assert torch.equal(EEGEncoder.from_pretrained(tmp_path / "old.pt").state_dict()["norm.weight"],
+                       model.state_dict()["norm.weight"])
+    # loaded inside another module (a pretrainer, a Lightning checkpoint): strict, no error
+    wrapper = torch.nn.ModuleDict({"encoder": create_model("eegfm_tiny")})
+    wrapper.load_state_dict({f"encoder.{k}": v for k, v in legacy_state.items()})
+    with pytest.raises(RuntimeError, match="Unexpected key"):  # other strays still fail
+        create_model("eegfm_tiny").load_state_dict({**model.state_dict(), "stray.weight": x})
 
 
 def test_config_rebuilds_model_and_attributes():
-    model = create_model("eegfm_tiny", num_classes=3)
+    model = create_model("eegfm_tiny", drop_path_rate=0.1)
     clone = EEGEncoder(**model.config)
     clone.load_state_dict(model.state_dict())
     assert (model.embed_dim, model.patch_len, model.sfreq) == (64, 200, 200.0)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from test_braindecode_adapter import _eegmat_epochs
 
 import eegfm
@@ -23,6 +24,7 @@ from eegfm.model_folder import (
     WEIGHTS_NAME,
     ModelFolderError,
     read_model_folder,
+    write_model_folder,
 )
 from eegfm.models import EEGEncoder, create_model
 from eegfm.models.braindecode_adapter import EEGFMModule, positions_from_chs_info
@@ -54,7 +56,7 @@ def strings(value: object) -> list[str]:
 def test_folder_copied_elsewhere_gives_identical_outputs(real_windows, tmp_path: Path) -> None:
     x, coords, _ = real_windows
     torch.manual_seed(0)
-    model = create_model("eegfm_tiny", num_classes=2).eval()
+    model = create_model("eegfm_tiny").eval()
     model.preprocessing["window_s"] = 4.0
     model.save_pretrained(tmp_path / "written")
     assert {p.name for p in (tmp_path / "written").iterdir()} >= {CONFIG_NAME, WEIGHTS_NAME}
@@ -161,11 +163,10 @@ def test_create_model_loads_a_folder_into_the_named_architecture(tmp_path: Path)
     torch.manual_seed(0)
     saved = create_model("eegfm_tiny")
     saved.save_pretrained(tmp_path / "tiny")
-    model = create_model("eegfm_tiny", checkpoint_path=tmp_path / "tiny", num_classes=3)
-    assert model.num_classes == 3, "the head is new"
+    model = create_model("eegfm_tiny", checkpoint_path=tmp_path / "tiny", drop_path_rate=0.1)
+    assert model.config["drop_path_rate"] == 0.1, "training-only options may differ"
     for name, value in saved.state_dict().items():
-        if not name.startswith("head."):
-            assert torch.equal(model.state_dict()[name], value), name
+        assert torch.equal(model.state_dict()[name], value), name
     with pytest.raises(ValueError, match=r"does not hold a eegfm_small .*depth=2 there, 8 here"):
         create_model("eegfm_small", checkpoint_path=tmp_path / "tiny")
     with pytest.raises(ValueError, match="no pretrained weights for 'eegfm_tiny' ship with"):
@@ -193,6 +194,48 @@ def test_adapter_folder_loads_on_a_path_that_never_existed_here(real_windows,
     loaded = EEGFMModule.from_pretrained(tmp_path / "moved" / "adapter").eval()
     with torch.no_grad():
         assert torch.equal(loaded(x), module(x))
+
+
+def test_folders_written_with_the_encoders_old_classifier_still_load(real_windows,
+                                                                   tmp_path: Path) -> None:
+    """Before the head moved to eegfm.heads, the encoder held ``fc_norm``/``head`` weights and
+    a ``num_classes`` option. A fine-tuned folder of then loads without them; an adapter
+    folder of then predicts as its LayerNorm + Linear did (they become its linear head)."""
+    x, coords, info = real_windows
+    model, _, _ = classifier_and_windows(real_windows)
+    legacy = {"encoder.fc_norm.weight": torch.ones(64), "encoder.fc_norm.bias": torch.zeros(64)}
+    write_model_folder(
+        tmp_path / "finetuned", kind="finetuned",
+        architecture={**model.encoder.config, "num_classes": 0},
+        state_dict={**{f"encoder.{k}": v for k, v in model.encoder.state_dict().items()},
+                    **legacy, **{f"head.{k}": v for k, v in model.head.state_dict().items()}},
+        head={**model.head.config, "frozen": True},
+        preprocessing={"sfreq": 200.0, "window_s": 4.0, "stride_s": 4.0,
+                       "class_names": ["rest", "arithmetic"]})
+    loaded, _ = load_finetuned(tmp_path / "finetuned")
+    with torch.no_grad():
+        assert torch.equal(loaded(x, coords), model(x, coords))
+
+    torch.manual_seed(0)
+    module = EEGFMModule(n_outputs=2, chs_info=info["chs"], n_times=x.shape[-1],
+                         sfreq=info["sfreq"], model_overrides={"depth": 1}).eval()
+    module.save_pretrained(tmp_path / "adapter")
+    weights = tmp_path / "adapter" / WEIGHTS_NAME
+    state = load_file(weights)
+    norm, linear = torch.nn.LayerNorm(64), torch.nn.Linear(64, 2)
+    torch.nn.init.normal_(norm.weight)
+    old = {"encoder.fc_norm.weight": norm.weight, "encoder.fc_norm.bias": norm.bias,
+           "encoder.head.weight": linear.weight, "encoder.head.bias": linear.bias}
+    state = {k: v for k, v in state.items() if not k.startswith("head.")}
+    save_file({**state, **{k: v.detach().contiguous() for k, v in old.items()}}, weights)
+    for path in tmp_path.glob("adapter/*.bin"):  # braindecode's second copy of the weights
+        path.unlink()
+    loaded = EEGFMModule.from_pretrained(tmp_path / "adapter").eval()
+    with torch.no_grad():
+        tokens = loaded.encoder.forward_features(loaded.prepare_input(x), coords)
+        want = linear(norm(tokens.mean(dim=(1, 2))))
+        torch.testing.assert_close(loaded(x), want)
+        assert not torch.equal(loaded(x), module(x)), "the old head's weights, not the new one's"
 
 
 def damage(folder: Path, how: str) -> None:

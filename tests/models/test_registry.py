@@ -37,8 +37,10 @@ def test_unknown_names_and_options_are_rejected():
         create_model("eegfm_huge")
     with pytest.raises(ValueError, match="depthh"):
         create_model("eegfm_tiny", depthh=3)
+    with pytest.raises(ValueError, match=r"no classifier.*create_head"):
+        create_model("eegfm_tiny", num_classes=2)  # the classifier is a head now
 
 
 def test_overrides_reach_the_model():
-    model = create_model("eegfm_tiny", depth=1, num_classes=4, knn_k=8)
-    assert len(model.blocks) == 1 and model.num_classes == 4 and model.knn_k == 8
+    model = create_model("eegfm_tiny", depth=1, knn_k=8)
+    assert len(model.blocks) == 1 and model.knn_k == 8

@@ -19,9 +19,10 @@ from torch import nn
 from eegfm.cli.pretrain import expand_shortcuts, resolve_resume
 from eegfm.data.collate import pad_collate
 from eegfm.data.windows import DistributedWindowBatchSampler, ShardWindowDataset, WindowIndex
+from eegfm.training.optim import WarmupCosine, param_groups
 from eegfm.training.pretrain.datamodule import ResumableDataLoader
 from eegfm.training.pretrain.metrics_csv import ResumableCSV, read_csv_rows
-from eegfm.training.pretrain.module import WarmupCosine, param_groups, step_seed
+from eegfm.training.pretrain.module import step_seed
 
 
 def test_csv_appends_grows_columns_and_truncates(tmp_path: Path) -> None:

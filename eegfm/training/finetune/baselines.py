@@ -19,7 +19,8 @@ from torch import nn
 
 from eegfm.heads import HeadLoss
 from eegfm.models.dbconformer import DBConformer
-from eegfm.training.finetune.module import Batch, decay_groups
+from eegfm.training.finetune.module import Batch
+from eegfm.training.optim import param_groups
 
 # config name -> the class; EEGNet was EEGNetv4 before braindecode 1.0
 NETWORKS: dict[str, type[nn.Module] | None] = {
@@ -99,5 +100,5 @@ class BraindecodeClassifier(nn.Module):
         self.load_state_dict(state)
 
     def param_groups(self, lr: float, weight_decay: float, *_: Any) -> list[dict[str, Any]]:
-        """One AdamW group set: no weight decay on biases and norms."""
-        return decay_groups(self.named_parameters(), lr, weight_decay)
+        """One AdamW group set: no weight decay on biases, norms and embeddings."""
+        return param_groups(self, weight_decay, lr)

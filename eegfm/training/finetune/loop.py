@@ -28,6 +28,7 @@ from eegfm.config import ConfigError
 from eegfm.model_folder import first_line
 from eegfm.training.finetune.config import TrainConfig
 from eegfm.training.finetune.module import WindowTensors, autocast, on_device
+from eegfm.training.optim import WarmupCosine
 
 
 @dataclass
@@ -92,16 +93,6 @@ def predict_logits(model: torch.nn.Module, data: WindowTensors, index: np.ndarra
     return torch.cat(out)
 
 
-def _schedule(total_steps: int, warmup_steps: int):
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
-
-    return factor
-
-
 class _EpochLog:
     """Per-epoch rows to CSV (rewritten each epoch) and optionally TensorBoard."""
 
@@ -153,8 +144,8 @@ def fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     optimizer = torch.optim.AdamW(
         model.param_groups(lr, weight_decay, cfg.encoder_lr_scale, cfg.layer_decay))
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _schedule(epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)))
+    schedule = WarmupCosine(round(cfg.warmup_epochs * steps_per_epoch), epochs * steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     # the wrapped optimizer shares the param groups the scheduler sets; the model's own methods
     # (training_loss, logits) run on the unwrapped module under the fabric's autocast
     wrapped, optimizer = fabric.setup(model, optimizer)

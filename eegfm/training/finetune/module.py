@@ -23,6 +23,8 @@ from eegfm import __version__
 from eegfm.heads import Head, HeadLoss, create_head
 from eegfm.model_folder import ModelFolderError, first_line, read_model, write_model_folder
 from eegfm.models import EEGEncoder
+from eegfm.models.encoder import encoder_options
+from eegfm.training.optim import param_groups, vit_layer_of
 
 
 @dataclass
@@ -147,39 +149,15 @@ class EncoderClassifier(nn.Module):
                      layer_decay: float | None) -> list[dict[str, Any]]:
         """AdamW groups: head at ``lr``; encoder at ``lr x encoder_lr_scale`` (layer-decayed).
 
-        No weight decay on biases, norms and embeddings' 1-D parameters.
+        No weight decay on biases, norms and embeddings (:func:`eegfm.training.optim.param_groups`).
         """
-        groups = decay_groups(self.head.named_parameters(), lr, weight_decay)
+        groups = param_groups(self.head, weight_decay, lr)
         if self.frozen:
             return groups
         depth = len(getattr(self.encoder, "blocks", []))
-        by_layer: dict[int, list] = {}
-        for name, param in self.encoder.named_parameters():
-            by_layer.setdefault(_layer_id(name, depth), []).append((name, param))
-        for layer, named in sorted(by_layer.items()):
-            scale = encoder_lr_scale * (layer_decay ** (depth + 1 - layer) if layer_decay else 1)
-            groups += decay_groups(named, lr * scale, weight_decay)
-        return groups
-
-
-def _layer_id(name: str, depth: int) -> int:
-    """0 for embeddings, i + 1 for block i, depth + 1 for the final norms."""
-    if name.startswith("blocks."):
-        return int(name.split(".")[1]) + 1
-    if name.startswith(("norm", "fc_norm", "head")):
-        return depth + 1
-    return 0
-
-
-def decay_groups(named, lr: float, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups at ``lr``: weight decay on matrices, none on biases and norms (1-D)."""
-    decay, no_decay = [], []
-    for _, param in named:
-        if param.requires_grad:
-            (no_decay if param.ndim <= 1 else decay).append(param)
-    groups = [{"params": decay, "lr": lr, "weight_decay": weight_decay},
-              {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
-    return [g for g in groups if g["params"]]
+        return groups + param_groups(self.encoder, weight_decay, lr, layer_of=vit_layer_of(depth),
+                                     num_layers=depth + 2, layer_decay=layer_decay,
+                                     lr_scale=encoder_lr_scale)
 
 
 def on_device(batch: Batch, fabric: Fabric | None) -> Batch:
@@ -266,7 +244,7 @@ def load_finetuned(path: str | os.PathLike) -> tuple[EncoderClassifier, dict[str
     head_config = dict(config["head"] or {})
     frozen = bool(head_config.pop("frozen", True))
     try:
-        encoder = EEGEncoder(**config["architecture"])
+        encoder = EEGEncoder(**encoder_options(config["architecture"]))
         encoder.load_state_dict({k[8:]: v for k, v in state.items() if k.startswith("encoder.")})
         head = create_head(**head_config)
         head.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("head.")})

@@ -7,8 +7,6 @@ uninterrupted run would have drawn.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any, Literal
 
 import lightning as L
@@ -20,52 +18,13 @@ from torch import nn
 
 from eegfm.config import PretrainConfigError
 from eegfm.models import MASK_KINDS, MaskedPretrainer, create_model
+from eegfm.training.optim import WarmupCosine, param_groups
 
 
 def step_seed(seed: int, step: int, rank: int) -> int:
     """A 63-bit torch seed for one (seed, step, rank), decorrelated across all three."""
     state = np.random.SeedSequence([int(seed), int(step), int(rank)]).generate_state(1, np.uint64)
     return int(state[0]) & (2**63 - 1)
-
-
-@dataclass
-class WarmupCosine:
-    """LR factor: linear warm-up from 0 to 1 over `warmup_steps`, then cosine down to
-    `min_ratio` at `total_steps` (flat afterwards). A callable object, so LambdaLR keeps its
-    fields in the scheduler state."""
-
-    warmup_steps: int
-    total_steps: int
-    min_ratio: float
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup_steps:
-            return (step + 1) / self.warmup_steps
-        span = max(1, self.total_steps - self.warmup_steps)
-        progress = min(1.0, (step - self.warmup_steps) / span)
-        return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no weight decay on norms, biases, embedding tables and learned tokens
-    (1-D parameters, `nn.Embedding`, names in a timm-style `no_weight_decay()`, `*token`)."""
-    skip: set[str] = set()
-    for prefix, module in model.named_modules():
-        dot = f"{prefix}." if prefix else ""
-        if hasattr(module, "no_weight_decay"):
-            skip |= {f"{dot}{name}" for name in module.no_weight_decay()}
-        if isinstance(module, nn.Embedding):
-            skip |= {f"{dot}{name}" for name, _ in module.named_parameters()}
-    decay, no_decay = [], []
-    for name, param in model.named_parameters():
-        if not param.requires_grad:
-            continue
-        plain = param.ndim < 2 or name in skip or name.rsplit(".", 1)[-1].endswith("token")
-        (no_decay if plain else decay).append(param)
-    return [
-        {"params": decay, "weight_decay": weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
 
 
 def sum_over_ranks(value: torch.Tensor) -> torch.Tensor:
@@ -141,10 +100,6 @@ class MaskedPretrainModule(L.LightningModule):
             for block in self.encoder.blocks:
                 # in place: parameter names and checkpoints stay the same
                 block.compile(mode=compile_mode)
-        # parts of the fine-tuning head, never reached by the masked objective: frozen so every
-        # trainable parameter gets a gradient each step and DDP needs no unused-parameter search
-        for module in (self.encoder.fc_norm, self.encoder.head):
-            module.requires_grad_(False)
         self.step_metrics: dict[str, Any] = {}
         self._metric_keys: list[str] | None = None
         self.nonfinite_steps = 0  # total skipped updates read so far (kept in checkpoints)
