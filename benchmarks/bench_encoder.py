@@ -71,7 +71,7 @@ def build(model: str, n_channels: int, n_times: int):
     if model.startswith("eegfm_"):
         from eegfm.heads import create_head
         from eegfm.models import create_model
-        from eegfm.training.finetune.module import EncoderClassifier
+        from eegfm.models.classifier import EncoderClassifier
 
         encoder = create_model(model)
         net = EncoderClassifier(encoder, create_head("linear", encoder.embed_dim, 2),

@@ -6,8 +6,8 @@
 #   bash benchmarks/gpu_check.sh [OUT] [ACCELERATOR]      # defaults: runs/gpu-check, cuda
 #
 # Needs ../shared/eeg beside the checkout (or SHARED=...). About 5 min on one H100 plus the CPU
-# run's time (the CPU half can be skipped with CPU=0; FINETUNE_ARGS="--max-folds 1 --epochs 1"
-# makes a quick check of the script itself).
+# run's time (the CPU half can be skipped with CPU=0;
+# FINETUNE_ARGS="--max_folds 1 --train.epochs 1" makes a quick check of the script itself).
 set -euo pipefail
 OUT=${1:-runs/gpu-check}
 ACCELERATOR=${2:-cuda}
@@ -22,14 +22,15 @@ for run in "${runs[@]}"; do
     dir="$OUT/$device-$precision"
     SECONDS=0
     eegfm finetune --config configs/finetune/eegmat.yaml --data "$OUT/shards" \
-        --models random_init --align none --head mlp --no-freeze --lr 1e-3 \
-        --accelerator "$device" --precision "$precision" --out "$dir" --no-progress \
+        --models '[random_init]' --align '[none]' --head mlp --freeze false --train.lr 1e-3 \
+        --train.accelerator "$device" --train.precision "$precision" --out "$dir" \
+        --progress false \
         ${FINETUNE_ARGS:-}
     fit_s=$SECONDS
     SECONDS=0
     eegfm predict --model "$dir/model_random_init" --input "$SHARED/eegmat" \
-        --accelerator "$device" --precision "$precision" --batch-size 256 \
-        --out "$dir/predictions.csv" --no-progress > "$dir/predict.log"
+        --accelerator "$device" --precision "$precision" --batch_size 256 \
+        --out "$dir/predictions.csv" --progress false > "$dir/predict.log"
     predict_s=$SECONDS
     python - "$dir" "$fit_s" "$predict_s" "$device" "$precision" <<'PY'
 import json, sys

@@ -161,11 +161,11 @@ def downstream(out: Path, shards: dict[str, Path], tag: str, models: str,
     """One `eegfm finetune` run on eegmat (reused when its results.json exists)."""
     folder = out / "downstream" / tag
     if not (folder / "results.json").is_file():
-        head = ["--head", "mlp", "--no-freeze", "--lr", "1e-3"] if full else []
+        head = ["--head", "mlp", "--freeze", "false", "--train.lr", "1e-3"] if full else []
         ckpt = ["--checkpoint", str(checkpoint)] if checkpoint is not None else []
         run(eegfm("finetune", "--config", str(TASK), "--data", str(shards["eegmat"]),
-                  "--models", models, "--align", ALIGN, "--out", str(folder),
-                  "--no-save-model", "--no-progress", *ckpt, *head, *QUICK),
+                  "--models", f"[{models}]", "--align", f"[{ALIGN}]", "--out", str(folder),
+                  "--save_model", "false", "--progress", "false", *ckpt, *head, *QUICK),
             out / "logs" / f"finetune-{tag}.log")  # fmt: skip
     return json.loads((folder / "results.json").read_text())
 
@@ -293,7 +293,7 @@ def main() -> None:
                         help="one fold and two epochs downstream: a check of the pipeline")
     args = parser.parse_args()
     if args.quick:
-        QUICK[:] = ["--max-folds", "1", "--epochs", "2"]
+        QUICK[:] = ["--max_folds", "1", "--train.epochs", "2"]
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report:
         cells = grid(args.long_steps, tuple(int(s) for s in args.eval_steps.split(",")))

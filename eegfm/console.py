@@ -22,16 +22,39 @@ _verbosity = NORMAL
 T = TypeVar("T")
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler that writes to whatever ``sys.stderr`` is when a record is emitted."""
+
+    # bound at emit time, so a replaced stderr (a test's capture, a redirect) is honoured
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def configure(verbosity: int = NORMAL) -> None:
     """Send ``eegfm`` log records to stderr as bare lines at the level of ``verbosity``."""
     global _verbosity
     _verbosity = verbosity
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger(LOGGER)
     logger.handlers[:] = [handler]
     logger.setLevel(_LEVELS[verbosity])
     logger.propagate = False  # a host application's root handlers would print it twice
+
+
+def reset() -> None:
+    """Undo :func:`configure`: the library's default (no handler of its own, records propagate)."""
+    global _verbosity
+    _verbosity = NORMAL
+    logger = logging.getLogger(LOGGER)
+    logger.handlers[:] = []
+    logger.setLevel(logging.NOTSET)
+    logger.propagate = True
 
 
 def quiet() -> bool:

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from eegfm import __version__
+from eegfm.checkpoint import load_finetuned
 from eegfm.model_folder import read_model
 from eegfm.models import EEGEncoder
-from eegfm.training.finetune.module import load_finetuned
 
 FORMATS = {"torch-export": ".pt2", "onnx": ".onnx"}
 CONTRACT_FORMAT, CONTRACT_VERSION = "eegfm-export", 1

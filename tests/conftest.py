@@ -11,6 +11,8 @@ import pytest
 # op 10-20x slower under that contention. Set before torch is first imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+from eegfm import console  # after the OpenMP setting; imports no torch
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_EEG = Path(os.environ.get("EEGFM_SHARED_EEG", REPO_ROOT.parent / "shared" / "eeg"))
 
@@ -37,3 +39,10 @@ def formats_dir(shared_eeg: Path) -> Path:
     """One file per device/format, each with its naming trap (see MANIFEST.md)."""
     return shared_eeg / "formats"
 
+
+@pytest.fixture(autouse=True)
+def _console_defaults():
+    """Each test starts from the library's logging defaults, whatever an earlier `eegfm`
+    dispatch in the same worker configured (`-q`, handlers)."""
+    yield
+    console.reset()

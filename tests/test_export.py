@@ -13,12 +13,13 @@ import pytest
 import torch
 
 from eegfm import cli
+from eegfm.checkpoint import load_finetuned, save_finetuned
 from eegfm.export import export_model
 from eegfm.heads import create_head
 from eegfm.models import EEGEncoder, create_model
+from eegfm.models.classifier import EncoderClassifier
 from eegfm.models.neighbours import build_spatial_context
 from eegfm.montage import locate_channels
-from eegfm.training.finetune.module import EncoderClassifier, load_finetuned, save_finetuned
 
 TOLERANCE = 1e-4  # the bar: exported outputs within 1e-4 of eager ones
 SFREQ_HZ, WINDOW_S = 200.0, 4

@@ -15,20 +15,24 @@ pretraining run, and fine-tunes again. The configs ship inside the package
 
 from __future__ import annotations
 
-import argparse
 import logging
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from jsonargparse import ArgumentParser
 
 from eegfm.cli import pretrain as pretrain_cli
-from eegfm.config import ConfigError
+from eegfm.config import ConfigError, config_parser, parse_config
 from eegfm.configs import config_path
 from eegfm.data.tasks.moabb import is_moabb, prepare_moabb
 from eegfm.data.tasks.windows import TaskDataError
 from eegfm.model_folder import is_model_folder
 from eegfm.prep import PrepError, load_prep_config, run_prep
-from eegfm.training.finetune.config import DEFAULT_MODELS, add_device_options
+from eegfm.training.finetune.config import DEFAULT_MODELS, Accelerator, Precision
 from eegfm.training.finetune.runner import resolve_config, results_summary, run_finetune
 from eegfm.training.pretrain.callbacks import ENCODER_FOLDER
 
@@ -37,39 +41,46 @@ DEFAULT_SOURCE = "moabb:BNCI2014_001:1-4"
 log = logging.getLogger(__name__)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The `eegfm demo` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="eegfm demo",
+@dataclass
+class DemoConfig:
+    """What the demo runs on, how long it trains, and where it writes."""
+
+    source: str = DEFAULT_SOURCE
+    """A folder laid out like eegmat (SubjectNN_1/2.edf) or moabb:NAME[:subjects] (the default
+    is downloaded by MOABB on a machine with internet)."""
+    out: str = "runs/demo"
+    """Output directory of every stage."""
+    seed: int = 0
+    """Seed of every stage."""
+    pretrain_steps: int = 300
+    """Pretraining steps."""
+    finetune_config: str | None = None
+    """Fine-tuning YAML (None: configs/finetune/eegmat.yaml for a folder, moabb.yaml for
+    moabb:)."""
+    baseline_epochs: int = 10
+    """Training epochs of the EEGNet/ShallowNet baselines (enough to show them on a CPU in
+    minutes; `eegfm finetune` uses the fine-tuning config's value)."""
+    protocol: Literal["loso", "kfold", "within"] | None = None
+    """Cross-subject protocol (None: the fine-tuning config's)."""
+    head: Literal["linear", "mlp", "shared_routed"] | None = None
+    """Classification head (None: the fine-tuning config's)."""
+    accelerator: Accelerator | None = None
+    """Where pretraining and fine-tuning run: cpu, cuda / gpu (None: each stage's default)."""
+    devices: int | None = None
+    """Devices to use (fine-tuning uses one)."""
+    precision: Precision | None = None
+    """32-true, bf16-mixed or 16-mixed (None: each stage's default)."""
+    progress: bool = True
+    """Show progress bars."""
+
+
+def build_parser() -> ArgumentParser:
+    """The `eegfm demo` argument parser: the fields of DemoConfig."""
+    return config_parser(
+        DemoConfig, prog="eegfm demo",
         description="prep -> pretrain (tiny) -> cross-subject fine-tuning with baselines, on a "
         "CPU in minutes",
     )
-    parser.add_argument(
-        "--source",
-        default=DEFAULT_SOURCE,
-        help="a folder laid out like eegmat (SubjectNN_1/2.edf) or moabb:NAME[:subjects] "
-        f"(default {DEFAULT_SOURCE}, downloaded by MOABB on a machine with internet)",
-    )
-    parser.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every stage (default 0)")
-    parser.add_argument(
-        "--pretrain-steps", type=int, default=300, help="pretraining steps (default 300)"
-    )
-    parser.add_argument(
-        "--finetune-config",
-        help="fine-tuning YAML (default: configs/finetune/eegmat.yaml for a folder, "
-        "configs/finetune/moabb.yaml for moabb:)",
-    )
-    parser.add_argument(
-        "--baseline-epochs", type=int, default=10,
-        help="training epochs of the EEGNet/ShallowNet baselines (default 10, enough to show "
-        "them on a CPU in minutes; the fine-tuning config's value is used by `eegfm finetune`)",
-    )
-    parser.add_argument("--protocol", choices=["loso", "kfold", "within"])
-    parser.add_argument("--head", choices=["linear", "mlp", "shared_routed"])
-    add_device_options(parser)
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
-    return parser
 
 
 def prepare_shards(source: str, out: Path, finetune_cfg, progress: bool) -> Path:
@@ -111,10 +122,13 @@ def pretrain(shard_dir: Path, out: Path, seed: int, steps: int,
     return encoder
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run `eegfm demo`; prints the cross-subject table and where the report is."""
-    args = build_parser().parse_args(argv)
-
+    try:
+        args, _ = parse_config(build_parser(), DemoConfig, argv)
+    except ConfigError as error:
+        print(f"eegfm demo: {error}", file=sys.stderr)
+        return 2
     try:
         return _run(args)
     except (TaskDataError, ConfigError, PrepError, FileNotFoundError, RuntimeError) as error:
@@ -126,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: DemoConfig) -> int:
     """The three stages of the demo."""
 
     started = time.perf_counter()

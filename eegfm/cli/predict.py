@@ -1,7 +1,10 @@
 """``eegfm predict``: per-window predictions of a fine-tuned model on new recordings.
 
     eegfm predict --model runs/eegmat/model_pretrained --input rec1.edf rec2.vhdr \\
-                  --out predictions.csv
+                  --out predictions.csv [--stride_s 2] [--prep.line_freq_hz 60]
+
+Besides the model and the inputs, every option is a field of :class:`PredictConfig`, spelled as
+for every command (``--batch_size 16``, ``--config predict.yaml``, ``--print_config``).
 
 Each input (a file, a folder, a BIDS root or ``moabb:NAME``) goes through the same prep pipeline
 as the training data (the prep config stored in the model), so any montage whose channels can
@@ -17,48 +20,88 @@ pooled, the same functions ``finetune`` reports with.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
+from jsonargparse import ArgumentParser
 from lightning.fabric import Fabric
 
-from eegfm.config import ConfigError
+from eegfm.checkpoint import load_finetuned
+from eegfm.config import ConfigError, Options, config_parser, parse_config
 from eegfm.data.tasks import build_task_set
 from eegfm.data.tasks.windows import TaskDataError, fixed_starts
 from eegfm.evaluation import classification_metrics
 from eegfm.evaluation.alignment import ALIGNED_RMS_UV, mean_covariance_of, whitening_of
-from eegfm.prep import PrepError, expand_sources, load_item, load_prep_config, process_raw, run_prep
-from eegfm.training.finetune.config import TrainConfig, add_device_options, load_finetune_config
+from eegfm.prep import (
+    PrepConfig,
+    PrepError,
+    expand_sources,
+    load_item,
+    load_prep_config,
+    process_raw,
+    run_prep,
+)
+from eegfm.training.finetune.config import (
+    Accelerator,
+    Precision,
+    TrainConfig,
+    check_devices,
+    load_finetune_config,
+)
 from eegfm.training.finetune.fold_models import predict_windows
 from eegfm.training.finetune.loop import make_fabric
-from eegfm.training.finetune.module import autocast, load_finetuned
+from eegfm.training.finetune.module import autocast
 from eegfm.training.finetune.report import model_results, predictions_frame
 
 
-def _positive(kind: type):
-    """An argparse type: a number of ``kind`` greater than zero."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not value > 0:
-            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-        return value
+@dataclass
+class PredictConfig:
+    """How `eegfm predict` cuts, prepares and predicts the inputs, and where the CSV goes."""
 
-    return parse
+    out: str = "predictions.csv"
+    """CSV to write."""
+    prep_config: str | None = None
+    """Prep YAML to use instead of the model's own prep settings."""
+    prep: Options = field(default_factory=dict)
+    """Prep settings overriding the model's (or prep_config's), e.g. --prep.line_freq_hz 60."""
+    stride_s: float | None = None
+    """Hop between windows in s (None: the model's training stride); not with --task."""
+    batch_size: int = 64
+    """Windows per forward pass."""
+    task: str | None = None
+    """Fine-tuning YAML whose task section labels the inputs' windows (e.g.
+    configs/finetune/eegmat.yaml): score the model per subject and pooled."""
+    accelerator: Accelerator = "cpu"
+    """Where the model runs (Lightning Fabric): cpu, or cuda / gpu for a GPU."""
+    devices: int = 1
+    """Devices to use (one)."""
+    precision: Precision = "32-true"
+    """32-true, or bf16-mixed / 16-mixed (autocast)."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def __post_init__(self) -> None:
+        if self.stride_s is not None and not self.stride_s > 0:
+            raise ConfigError(f"stride_s must be greater than 0, got {self.stride_s}")
+        if not self.batch_size > 0:
+            raise ConfigError(f"batch_size must be greater than 0, got {self.batch_size}")
+        if self.task is not None and self.stride_s is not None:
+            raise ConfigError("stride_s does not apply with task (the task config's stride_s "
+                              "cuts the windows)")
+        check_devices(self.accelerator, self.devices, self.precision)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``eegfm predict`` argument parser."""
-    parser = argparse.ArgumentParser(
-        prog="eegfm predict",
+def build_parser() -> ArgumentParser:
+    """The ``eegfm predict`` argument parser: the model and inputs, then PredictConfig."""
+    parser = config_parser(
+        PredictConfig, prog="eegfm predict",
         description="Per-window class predictions of a fine-tuned model (the model_<name>/ "
                     "folder from `eegfm finetune`) on new recordings of any montage.")
     parser.add_argument("--model", required=True,
@@ -66,17 +109,6 @@ def build_parser() -> argparse.ArgumentParser:
                              "also reads)")
     parser.add_argument("--input", nargs="+", required=True,
                         help="recording files, folders, BIDS roots or moabb:NAME[:subjects]")
-    parser.add_argument("--out", default="predictions.csv", help="CSV to write")
-    parser.add_argument("--prep-config", help="prep YAML to use instead of the model's own")
-    parser.add_argument("--stride-s", type=_positive(float),
-                        help="hop between windows in s (default: the model's training stride)")
-    parser.add_argument("--batch-size", type=_positive(int), default=64)
-    parser.add_argument("--task", metavar="CONFIG",
-                        help="fine-tuning YAML whose task section labels the inputs' windows "
-                             "(e.g. configs/finetune/eegmat.yaml): score the model per subject "
-                             "and pooled")
-    add_device_options(parser)
-    parser.add_argument("--no-progress", dest="progress", action="store_false")
     return parser
 
 
@@ -118,21 +150,21 @@ def predict_recording(model, recording, *, window: int, stride: int, batch_size:
     return starts, (np.concatenate(probs) if probs else np.zeros((0, 0)))
 
 
-def _prep_config(meta: dict[str, Any], path: str | None):
-    if path is not None:
-        return load_prep_config(path)
-    return load_prep_config(None, **meta["prep_config"])
+def prep_settings(meta: dict[str, Any], config: PredictConfig) -> PrepConfig:
+    """The model's prep settings (or --prep_config's), with --prep.* over them."""
+    if config.prep_config is not None:
+        return load_prep_config(config.prep_config, **config.prep)
+    return load_prep_config(None, **{**meta["prep_config"], **config.prep})
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run ``eegfm predict``; 0 when every input was predicted, 1 if some failed, 2 on errors."""
-    args = build_parser().parse_args(argv)
     try:
-        fabric = make_fabric(TrainConfig(accelerator=args.accelerator or "cpu",
-                                         devices=args.devices or 1,
-                                         precision=args.precision or "32-true"))
+        options, args = parse_config(build_parser(), PredictConfig, argv)
+        fabric = make_fabric(TrainConfig(accelerator=options.accelerator,
+                                         devices=options.devices, precision=options.precision))
         model, meta = load_finetuned(args.model)
-        config = _prep_config(meta, args.prep_config)
+        config = prep_settings(meta, options)
         items = expand_sources(args.input, config)
     except (FileNotFoundError, ValueError, PrepError) as error:
         print(f"eegfm predict: {error}", file=sys.stderr)
@@ -142,18 +174,14 @@ def main(argv: list[str] | None = None) -> int:
               f"expects {meta['sfreq']} Hz", file=sys.stderr)
         return 2
     classes = list(meta["class_names"])
-    if args.task is not None:
-        if args.stride_s is not None:
-            print("eegfm predict: --stride-s does not apply with --task (the task config's "
-                  "stride_s cuts the windows)", file=sys.stderr)
-            return 2
-        return score_labelled(model, meta, config, args, fabric)
+    if options.task is not None:
+        return score_labelled(model, meta, config, args.input, args.model, options, fabric)
     window = round(meta["window_s"] * meta["sfreq"])
-    stride = max(1, round((meta["stride_s"] if args.stride_s is None else args.stride_s)
+    stride = max(1, round((meta["stride_s"] if options.stride_s is None else options.stride_s)
                           * meta["sfreq"]))
     frames, failed = [], 0
     bar = items
-    if args.progress:
+    if options.progress:
         from tqdm import tqdm
 
         bar = tqdm(items, desc="predict", unit="file", dynamic_ncols=True)
@@ -164,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
                                            attrs=loaded.attrs, montage=loaded.montage,
                                            event_id=loaded.event_id)
                 starts, proba = predict_recording(model, recording, window=window, stride=stride,
-                                                  batch_size=args.batch_size,
+                                                  batch_size=options.batch_size,
                                                   align=meta["align"], fabric=fabric)
                 if not len(starts):
                     print(f"eegfm predict: {item.location}: shorter than one "
@@ -187,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         print("eegfm predict: no recording could be predicted", file=sys.stderr)
         return 1
     table = pd.concat(frames, ignore_index=True)
-    out = Path(args.out)
+    out = Path(options.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_csv(out, index=False)
     for rec, rows in table.groupby("recording_id", sort=False):
@@ -198,19 +226,19 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-def score_labelled(model, meta: dict[str, Any], config, args: argparse.Namespace,
-                   fabric: Fabric | None = None) -> int:
+def score_labelled(model, meta: dict[str, Any], config, inputs: list[str], model_path: str,
+                   options: PredictConfig, fabric: Fabric | None = None) -> int:
     """``--task``: label, align and predict the inputs' windows; print and write the scores."""
     try:
-        task_config = load_finetune_config(args.task).task
+        task_config = load_finetune_config(options.task).task
         if task_config is None:
-            raise ConfigError(f"--task {args.task}: the config has no task section")
+            raise ConfigError(f"--task {options.task}: the config has no task section")
     except (ConfigError, FileNotFoundError) as error:
         print(f"eegfm predict: {error}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="eegfm-predict-") as tmp:
         try:
-            summary = run_prep(args.input, tmp, config, progress=args.progress)
+            summary = run_prep(inputs, tmp, config, progress=options.progress)
         except PrepError as error:
             print(f"eegfm predict: {error}", file=sys.stderr)
             return 2
@@ -222,26 +250,26 @@ def score_labelled(model, meta: dict[str, Any], config, args: argparse.Namespace
         try:
             task = build_task_set(task_config, tmp, multiple_of=model.encoder.patch_len,
                                   sfreq=meta["sfreq"], prep_config=config,
-                                  progress=args.progress)
+                                  progress=options.progress)
         except (TaskDataError, ConfigError) as error:
-            print(f"eegfm predict: --task {args.task}: {error}", file=sys.stderr)
+            print(f"eegfm predict: --task {options.task}: {error}", file=sys.stderr)
             return 2
     if list(task.class_names) != list(meta["class_names"]):
-        print(f"eegfm predict: --task {args.task} labels classes {task.class_names}, the model "
+        print(f"eegfm predict: --task {options.task} labels classes {task.class_names}, the model "
               f"predicts {meta['class_names']}", file=sys.stderr)
         return 2
     if abs(task.window_s - meta["window_s"]) > 1e-9:
-        print(f"eegfm predict: --task {args.task} cuts {task.window_s} s windows, the model was "
+        print(f"eegfm predict: --task {options.task} cuts {task.window_s} s windows, the model was "
               f"trained on {meta['window_s']} s", file=sys.stderr)
         return 2
-    proba = predict_windows(model, task, meta["align"], args.batch_size, fabric)
+    proba = predict_windows(model, task, meta["align"], options.batch_size, fabric)
     every = np.ones(len(task), dtype=bool)
     entry = model_results(task.y, proba, task.subject, every, task.class_names)
     pooled = classification_metrics(task.y, proba.argmax(1), proba,
                                     labels=list(range(task.n_classes)))
-    frame = predictions_frame(Path(args.model).name, task, proba, np.zeros(len(task), int),
+    frame = predictions_frame(Path(model_path).name, task, proba, np.zeros(len(task), int),
                               every).drop(columns=["fold"])
-    out = Path(args.out)
+    out = Path(options.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out, index=False)
     print(scores_table(entry["per_subject"], dict(pooled), meta["align"], len(task)))

@@ -7,13 +7,13 @@ import hashlib
 import json
 import os
 import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from eegfm.config import ConfigError, from_mapping, read_yaml
 
 # Default entity pattern: `Subject07_2.edf` -> subject 07, run 2; `sub-01_ses-02_run-3` -> 01/02/3.
 DEFAULT_ENTITY_REGEX = (
@@ -21,6 +21,7 @@ DEFAULT_ENTITY_REGEX = (
     r"(?:[-_]ses(?:sion)?[-_]?(?P<session>[0-9A-Za-z]+))?"
     r"(?:[-_](?:run[-_]?)?(?P<run>[0-9]+))?"
 )
+HASH_KEY = "config_hash"  # written into prep_config.yaml next to the settings, not one of them
 
 
 class PrepError(Exception):
@@ -31,31 +32,52 @@ class PrepError(Exception):
 class PrepConfig:
     """Every knob of `eegfm prep`; all of them enter `config_hash`."""
 
-    sfreq: float = 200.0  # common sampling rate of every shard (Hz)
-    highpass_hz: float | None = 0.5  # band-pass lower edge; None = no high-pass
-    lowpass_hz: float | None = 75.0  # band-pass upper edge; None = anti-aliasing only
-    transition_hz: float | None = None  # FIR transition width; None = min(max(hp / 4, 2), hp)
-    line_freq_hz: float | None = 50.0  # notch (and harmonics below lowpass) when the file says none
+    sfreq: float = 200.0
+    """Common sampling rate of every shard (Hz)."""
+    highpass_hz: float | None = 0.5
+    """Band-pass lower edge (Hz); None: no high-pass."""
+    lowpass_hz: float | None = 75.0
+    """Band-pass upper edge (Hz); None: anti-aliasing only."""
+    transition_hz: float | None = None
+    """FIR transition width (Hz); None: min(max(highpass / 4, 2), highpass)."""
+    line_freq_hz: float | None = 50.0
+    """Notch (and harmonics below lowpass) when the file names no line frequency."""
     notch_width_hz: float = 2.0
-    reference: str = "average"  # 'average' (over channels not flagged bad) or 'none'
-    min_channels: int = 2  # fewer located EEG channels -> the recording fails
-    flat_std_uv: float = 0.5  # band-passed std below this -> channel flagged flat
-    noisy_std_ratio: float = 10.0  # std above this x median channel std -> flagged noisy
-    stim_events: str = (
-        "auto"  # 'auto' (stim channels only without annotations) | 'always' | 'never'
-    )
-    chunk_s: float = 60.0  # processing block length (memory), output unchanged by it
-    chunk_mb: float = 256.0  # cap on one block of input samples (float64) in memory
+    """Width of each notch (Hz)."""
+    reference: str = "average"
+    """'average' (over channels not flagged bad) or 'none'."""
+    min_channels: int = 2
+    """Fewer located EEG channels: the recording fails."""
+    flat_std_uv: float = 0.5
+    """Band-passed std below this (µV): channel flagged flat."""
+    noisy_std_ratio: float = 10.0
+    """Std above this x the median channel std: channel flagged noisy."""
+    stim_events: str = "auto"
+    """'auto' (stim channels only without annotations), 'always' or 'never'."""
+    chunk_s: float = 60.0
+    """Processing block length (memory); the output does not change with it."""
+    chunk_mb: float = 256.0
+    """Cap on one block of input samples (float64) in memory."""
     shard_max_bytes: int = 1_000_000_000
-    shard_dtype: str = "float32"  # or 'float16'
-    shard_chunk_s: float = 2.0  # HDF5 chunk length along time
-    dataset: str | None = None  # dataset name; None = name of the source folder
-    entity_regex: str = DEFAULT_ENTITY_REGEX  # subject/session/run from a file name
-    reader_options: list[dict] = field(default_factory=list)  # [{match: glob, options: {...}}]
-    montages: list[dict] = field(default_factory=list)  # [{match: glob, montage: path or name}]
-    event_codes: dict[str, int] = field(default_factory=dict)  # label -> code for annotations
-    moabb_options: dict[str, dict] = field(default_factory=dict)  # dataset -> constructor kwargs
-    allow_truncated: bool = False  # convert the readable part of a truncated EDF/BDF
+    """Size at which a shard file is closed and the next begun."""
+    shard_dtype: str = "float32"
+    """Sample type of the shards: 'float32' or 'float16'."""
+    shard_chunk_s: float = 2.0
+    """HDF5 chunk length along time (s)."""
+    dataset: str | None = None
+    """Dataset name; None: the name of the source folder."""
+    entity_regex: str = DEFAULT_ENTITY_REGEX
+    """Subject/session/run from a file name (named groups subject, session, run)."""
+    reader_options: list[dict] = field(default_factory=list)
+    """Reader options by file: [{match: glob, options: {...}}]."""
+    montages: list[dict] = field(default_factory=list)
+    """Montages by file: [{match: glob, montage: path or name}]."""
+    event_codes: dict[str, int] = field(default_factory=dict)
+    """Label -> code for annotations."""
+    moabb_options: dict[str, dict] = field(default_factory=dict)
+    """MOABB dataset name -> constructor keyword arguments."""
+    allow_truncated: bool = False
+    """Convert the readable part of a truncated EDF/BDF."""
 
     def __post_init__(self) -> None:
         nyquist = self.sfreq / 2
@@ -117,46 +139,15 @@ class PrepConfig:
 
 
 def load_prep_config(path: os.PathLike | None = None, **overrides: Any) -> PrepConfig:
-    """Read a prep YAML (None: built-in defaults, the values of configs/prep/default.yaml)."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise PrepError(f"cannot read prep config {path}: {error}") from error
-        if not isinstance(values, dict):
-            raise PrepError(f"prep config {path} must be a mapping of keys to values")
-        values.pop("config_hash", None)  # a prep_config.yaml written by a run can be reused
-    values.update(overrides)
-    known = {f.name: f for f in dataclasses.fields(PrepConfig)}
-    hints = typing.get_type_hints(PrepConfig)
-    for key, value in values.items():
-        if key not in known:
-            raise PrepError(
-                f"prep config {path or ''}: unknown key {key!r}; known keys: {', '.join(known)}"
-            )
-        values[key] = _coerce(key, value, hints[key])
-    return PrepConfig(**values)
-
-
-def _coerce(key: str, value: Any, hint: Any) -> Any:
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if value is None:
-        if type(None) in options:
-            return None
-        raise PrepError(f"prep config: {key} cannot be null")
-    for option in options:
-        origin = typing.get_origin(option) or option
-        if origin is bool and isinstance(value, bool):
-            return value
-        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if origin is int and isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if origin in (str, list, dict) and isinstance(value, origin):
-            return value
-    raise PrepError(f"prep config: {key} must be {hint}, got {value!r}")
+    """Read a prep YAML (None: built-in defaults, the values of configs/prep/default.yaml) and
+    apply ``overrides`` (None values included: ``lowpass_hz=None`` removes the low-pass)."""
+    where = "prep config" if path is None else f"prep config {path}"
+    try:
+        values = read_yaml(path) if path is not None else {}
+        values.pop(HASH_KEY, None)  # a prep_config.yaml written by a run can be reused
+        return from_mapping(PrepConfig, {**values, **overrides}, where)
+    except ConfigError as error:
+        raise PrepError(str(error)) from None
 
 
 def config_hash(config: PrepConfig) -> str:
@@ -167,5 +158,5 @@ def config_hash(config: PrepConfig) -> str:
 
 def write_prep_config(config: PrepConfig, path: os.PathLike) -> None:
     """Write the exact config and its hash (prep_config.yaml of a shard directory)."""
-    record = {"config_hash": config_hash(config), **config.to_dict()}
+    record = {HASH_KEY: config_hash(config), **config.to_dict()}
     Path(path).write_text(yaml.safe_dump(record, sort_keys=False), encoding="utf-8")

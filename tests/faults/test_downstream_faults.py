@@ -89,8 +89,8 @@ def test_pretrain_on_an_unreadable_shard(shards: Path, tmp_path: Path, capsys, w
 
 def _finetune(shard_dir: Path, out: Path) -> int:
     return main(["finetune", "--config", EEGMAT, "--data", str(shard_dir), "--models",
-                 "random_init", "--align", "none", "--max-folds", "1", "--epochs", "1",
-                 "--out", str(out), "--no-progress", "--no-save-model"])
+                 "[random_init]", "--align", "[none]", "--max_folds", "1", "--train.epochs", "1",
+                 "--out", str(out), "--progress", "false", "--save_model", "false"])
 
 
 def test_finetune_on_an_unreadable_shard(shards: Path, tmp_path: Path, capsys):
@@ -175,9 +175,10 @@ def test_pretrain_verify_stops_on_changed_positions(shards: Path, tmp_path: Path
 def model_file(tmp_path_factory) -> Path:
     """A fine-tuned model folder as `eegfm finetune` writes it (tiny encoder, linear head)."""
     from eegfm import create_model
+    from eegfm.checkpoint import save_finetuned
     from eegfm.heads import create_head
+    from eegfm.models.classifier import EncoderClassifier
     from eegfm.prep import load_prep_config
-    from eegfm.training.finetune.module import EncoderClassifier, save_finetuned
 
     encoder = create_model("eegfm_tiny")
     head = create_head("linear", encoder.config["embed_dim"], 2)
@@ -192,7 +193,7 @@ def model_file(tmp_path_factory) -> Path:
 @pytest.mark.parametrize("damage", ["zero_bytes", "truncated"])
 def test_predict_with_a_damaged_model_file(model_file: Path, tmp_path: Path, eegmat_dir: Path,
                                            capsys, damage: str):
-    from eegfm.training.finetune.module import load_finetuned
+    from eegfm.checkpoint import load_finetuned
 
     load_finetuned(model_file)  # the intact folder loads
     bad = tmp_path / model_file.name
@@ -201,7 +202,7 @@ def test_predict_with_a_damaged_model_file(model_file: Path, tmp_path: Path, eeg
     data = weights.read_bytes()
     weights.write_bytes(b"" if damage == "zero_bytes" else data[: len(data) // 2])
     code = main(["predict", "--model", str(bad), "--input", str(eegmat_dir / "Subject00_2.edf"),
-                 "--out", str(tmp_path / "p.csv"), "--no-progress"])
+                 "--out", str(tmp_path / "p.csv"), "--progress", "false"])
     line = _one_line(capsys.readouterr().err)
     assert code == 2
     assert line.startswith("eegfm predict: ") and str(bad) in line, line
@@ -213,8 +214,10 @@ def test_resolve_resume_falls_back_to_the_newest_readable_checkpoint(tmp_path: P
     import os
     import time
 
+    from eegfm import console
     from eegfm.cli.pretrain import resolve_resume
 
+    console.configure()  # as the `eegfm` dispatcher does: warnings are lines on stderr
     folder = tmp_path / "checkpoints"
     folder.mkdir()
     now = time.time()

@@ -187,10 +187,10 @@ def test_exit_code_table_matches_the_code_of_each_command():
     documented = _documented_exit_codes()
     assert {c.strip("`") for c in documented} == {*SUBCOMMANDS, "eegfm", EVERY}, (
         "every command `eegfm --help` lists has rows in the Exit codes table")
-    dispatcher = _exit_codes(REPO / "eegfm" / "cli.py")
+    dispatcher = set().union(*(_exit_codes(path) for path in _module_files("eegfm.cli")))
     shared = documented[EVERY] | documented[DISPATCHER]
-    assert shared == dispatcher, f"eegfm/cli.py returns {sorted(dispatcher)}, the table says " \
-        f"{sorted(shared)} for every command and `eegfm`"
+    assert shared == dispatcher, f"eegfm/cli/__init__.py returns {sorted(dispatcher)}, the " \
+        f"table says {sorted(shared)} for every command and `eegfm`"
     bad = []
     for command in SUBCOMMANDS:
         files = _command_files(command)

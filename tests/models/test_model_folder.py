@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from test_braindecode_adapter import _eegmat_epochs
 
 import eegfm
-from eegfm.checkpoint import save_checkpoint
+from eegfm.checkpoint import load_finetuned, save_checkpoint, save_finetuned
 from eegfm.heads import create_head
 from eegfm.model_folder import (
     CONFIG_NAME,
@@ -28,7 +28,7 @@ from eegfm.model_folder import (
 )
 from eegfm.models import EEGEncoder, create_model
 from eegfm.models.braindecode_adapter import EEGFMModule, positions_from_chs_info
-from eegfm.training.finetune.module import EncoderClassifier, load_finetuned, save_finetuned
+from eegfm.models.classifier import EncoderClassifier
 
 EEGMAT_TASK = Path(__file__).resolve().parents[2] / "configs" / "finetune" / "eegmat.yaml"
 

@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 
 import h5py
+import pytest
+import yaml
 
 from eegfm.cli import main
+from eegfm.prep.config import PrepConfig, load_prep_config
 
 
 def test_prep_inspect_validate(tmp_path, short_eegmat, formats_dir, capsys):
@@ -52,3 +55,46 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert main(["inspect", str(tmp_path)]) == 2
     assert "no manifest.jsonl" in capsys.readouterr().err
     assert main(["validate", str(tmp_path), "--no-progress"]) == 1
+
+
+def test_prep_options_reach_the_config(tmp_path, eegmat_dir, capsys):
+    """`--lowpass_hz 40` (a PrepConfig field) is the setting the shards are written with; it
+    overrides the --config file given before it, and a run's prep_config.yaml reads back."""
+    config = tmp_path / "prep.yaml"
+    config.write_text("lowpass_hz: 30.0\nline_freq_hz: 60.0\n")
+    out = tmp_path / "shards"
+    source = str(eegmat_dir / "Subject00_2.edf")
+    assert main(["prep", source, "--out", str(out), "--config", str(config),
+                 "--lowpass_hz", "40", "--no-progress"]) == 0
+    written = load_prep_config(out / "prep_config.yaml")
+    assert written == PrepConfig(lowpass_hz=40.0, line_freq_hz=60.0)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:  # the file a run wrote (with its hash) as --config
+        main(["prep", source, "--out", str(out), "--config", str(out / "prep_config.yaml"),
+              "--sfreq", "250", "--print_config"])
+    assert stop.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["sfreq"] == 250.0 and printed["lowpass_hz"] == 40.0
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--lowpass_hz", "150"], "lowpass_hz (150.0) must be below half of sfreq"),
+    (["--sfreq", "fast"], "sfreq: expected float, got fast"),
+    (["--low_pass", "40"], "--low_pass"),
+])
+def test_bad_prep_options_are_one_line_exit_2(tmp_path, eegmat_dir, capsys, argv, message):
+    code = main(["prep", str(eegmat_dir / "Subject00_2.edf"), "--out", str(tmp_path / "o"),
+                 "--no-progress", *argv])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+    assert not (tmp_path / "o").exists()
+
+
+def test_prep_help_lists_the_config_fields(capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["prep", "--help"])
+    assert stop.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("--sfreq", "--lowpass_hz", "--config", "--print_config", "--shard-index"):
+        assert option in text, option
+    assert "Common sampling rate of every shard" in text  # PrepConfig.sfreq's docstring

@@ -18,7 +18,7 @@ def test_folder_without_recordings_is_named(tmp_path: Path,
                                             capsys: pytest.CaptureFixture) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    code = main(["--source", str(empty), "--out", str(tmp_path / "out"), "--no-progress"])
+    code = main(["--source", str(empty), "--out", str(tmp_path / "out"), "--progress", "false"])
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("eegfm demo: ") and "no recordings found in" in err

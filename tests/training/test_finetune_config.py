@@ -29,8 +29,10 @@ def test_overrides_and_head_defaults(tmp_path: Path):
 
 
 @pytest.mark.parametrize(("text", "message"), [
-    ("trian: {epochs: 3}\n", "unknown key(s) ['trian']"),
-    ("train: {epochs: three}\n", "train.epochs: expected an integer"),
+    ("trian: {epochs: 3}\n", "unknown key 'trian"),
+    ("train: {epochs: three}\n", "train.epochs: expected int, got three"),
+    ("train: {epochs: 2.5}\n", "train.epochs: expected int, got 2.5"),
+    ("split: {train: [01]}\nprotocol: split\n", "split.train: expected str, got 1"),
     ("models: [pretrained, lstm]\n", "unknown ['lstm']"),
     ("head: transformer\n", "head: expected one of"),
     ("task: {label_from: filename}\n", "task.pattern is needed"),
@@ -41,3 +43,25 @@ def test_bad_configs_name_the_key(tmp_path: Path, text: str, message: str):
     with pytest.raises(ConfigError) as error:
         load_finetune_config(path)
     assert message in str(error.value)
+
+
+def test_yaml_is_read_safely_and_numbers_in_e_notation_are_numbers(tmp_path: Path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train: {lr: 1e-3}\nhead_options: {n_experts: 4, branch: shared}\n")
+    config = load_finetune_config(path)
+    assert config.train.lr == 1e-3 and config.head_options == {"n_experts": 4, "branch": "shared"}
+    path.write_text("out: !!python/object/apply:os.getcwd []\n")
+    with pytest.raises(ConfigError, match="python/object/apply"):
+        load_finetune_config(path)
+
+
+def test_python_overrides_are_checked_like_options(tmp_path: Path):
+    config = load_finetune_config(None, **{"train.patience": 3, "split.train": ["00"],
+                                           "split.test": ["01"], "protocol": "split",
+                                           "out": tmp_path})
+    assert config.train.patience == 3 and config.split.test == ["01"]
+    assert config.out == str(tmp_path)  # a Path is written as text
+    with pytest.raises(ConfigError, match=r"train\.patience: expected int, got three"):
+        load_finetune_config(None, **{"train.patience": "three"})
+    with pytest.raises(ConfigError, match="unknown key 'config'"):  # a key, not a file to read
+        load_finetune_config(None, config=str(tmp_path / "other.yaml"))

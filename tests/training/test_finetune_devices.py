@@ -36,15 +36,15 @@ def shards(tmp_path_factory, eegmat_dir: Path) -> Path:
 def finetune(shards: Path, out: Path, *extra: str) -> int:
     """`eegfm finetune` on the shards: random-init linear probe, one fold of two, one epoch."""
     return main(["finetune", "--config", str(EEGMAT), "--data", str(shards),
-                 "--models", "random_init", "--align", "none", "--n-folds", "2",
-                 "--max-folds", "1", "--epochs", "1", "--threads", "1", "--out", str(out),
-                 "--no-progress", *extra])
+                 "--models", "[random_init]", "--align", "[none]", "--n_folds", "2",
+                 "--max_folds", "1", "--train.epochs", "1", "--train.threads", "1",
+                 "--out", str(out), "--progress", "false", *extra])
 
 
 def test_finetune_and_predict_in_bf16_mixed_on_the_cpu(shards: Path, tmp_path: Path,
                                                          eegmat_dir: Path) -> None:
-    assert finetune(shards, tmp_path / "bf16", "--accelerator", "cpu",
-                    "--precision", "bf16-mixed") == 0
+    assert finetune(shards, tmp_path / "bf16", "--train.accelerator", "cpu",
+                    "--train.precision", "bf16-mixed") == 0
     report = (tmp_path / "bf16" / "results.md").read_text()
     assert "in bf16-mixed precision" in report
     model = tmp_path / "bf16" / "model_random_init"
@@ -53,7 +53,7 @@ def test_finetune_and_predict_in_bf16_mixed_on_the_cpu(shards: Path, tmp_path: P
         out = tmp_path / f"pred-{precision}.csv"
         assert main(["predict", "--model", str(model), "--input",
                      str(eegmat_dir / "Subject05_2.edf"), "--out", str(out),
-                     "--precision", precision, "--no-progress"]) == 0
+                     "--precision", precision, "--progress", "false"]) == 0
         rows[precision] = pd.read_csv(out)
     p32, p16 = rows["32-true"]["p_rest"].to_numpy(), rows["bf16-mixed"]["p_rest"].to_numpy()
     assert len(p32) == len(p16) > 10
@@ -80,14 +80,16 @@ def test_bf16_tokens_are_close_to_float32_tokens(shards: Path) -> None:
 
 def test_device_options_are_usage_errors_and_in_help(shards: Path, tmp_path: Path,
                                                      capsys) -> None:
-    assert finetune(shards, tmp_path / "two", "--devices", "2") == 2
+    assert finetune(shards, tmp_path / "two", "--train.devices", "2") == 2
     assert "one device" in capsys.readouterr().err
     if not torch.cuda.is_available():
-        assert finetune(shards, tmp_path / "gpu", "--accelerator", "cuda") == 2
+        assert finetune(shards, tmp_path / "gpu", "--train.accelerator", "cuda") == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and err[0].startswith("eegfm finetune: --accelerator cuda"), err
-    for command in ("finetune", "predict", "demo"):
+        assert len(err) == 1 and err[0].startswith("eegfm finetune: ") and "accelerator cuda" \
+            in err[0], err
+    # finetune's are TrainConfig fields (train.*), predict's and demo's their own
+    for command, prefix in (("finetune", "--train."), ("predict", "--"), ("demo", "--")):
         help_text = subprocess.run([sys.executable, "-m", "eegfm", command, "--help"],
                                    capture_output=True, text=True).stdout
-        for option in ("--accelerator", "--devices", "--precision"):
-            assert option in help_text, (command, option)
+        for option in ("accelerator", "devices", "precision"):
+            assert prefix + option in help_text, (command, option)

@@ -13,11 +13,10 @@ import torch
 from eegmat_shards import prep_eegmat_subjects
 from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
 
-from eegfm.checkpoint import save_checkpoint
+from eegfm.checkpoint import load_finetuned, save_checkpoint
 from eegfm.data.tasks import TaskConfig, build_task_set
 from eegfm.evaluation import Split, SplitHygieneError, make_splits, time_blocks
 from eegfm.models import create_model
-from eegfm.training.finetune.module import load_finetuned
 from eegfm.training.finetune.runner import hygienic_split, run_finetune
 
 SUBJECTS = ["00", "01", "02", "03"]
@@ -157,8 +156,8 @@ def test_cli_without_checkpoint_runs_random_init_only(tmp_path: Path, shards: Pa
     from eegfm.cli import main
 
     code = main(["finetune", "--config", TINY, "--data", str(shards),
-                 "--models", "pretrained,random_init", "--out", str(tmp_path), "--max-folds",
-                 "1", "--no-save-model", "--seed", "3"])
+                 "--models", "[pretrained,random_init]", "--out", str(tmp_path), "--max_folds",
+                 "1", "--save_model", "false", "--seed", "3"])
     assert code == 0
     captured = capsys.readouterr()
     assert "no --checkpoint given" in captured.err and "random_init" in captured.out
@@ -237,14 +236,16 @@ def test_fixed_subject_split(tmp_path: Path, shards: Path):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--models", "random_init,transformer9"], "models: unknown ['transformer9']"),
-    (["--protocol", "split", "--train-subjects", "00,01", "--test-subjects", "01,03"],
+    (["--models", "[random_init,transformer9]"], "models: unknown ['transformer9']"),
+    (["--protocol", "split", "--split.train", '["00","01"]', "--split.test", '["01","03"]'],
      "['01'] are in both split.train and split.test"),
-    (["--protocol", "split", "--train-subjects", "00,01", "--test-subjects", "42"],
-     "split.test: subject(s) ['42'] are not in the data"),
+    (["--protocol", "split", "--split.train", '["00","01"]', "--split.test", "[42]"],
+     "split.test: expected str, got 42"),
+    (["--protocol", "split", "--split.train+", "00", "--split.train+", "01",
+      "--split.test+", "42"], "split.test: subject(s) ['42'] are not in the data"),
     (["--protocol", "split"], "protocol split needs the split section"),
-    (["--align", "none,procrustes"], "expected one of ['none', 'euclidean']"),
-    (["--max-folds", "0"], "max_folds must be at least 1"),
+    (["--align", "[none,procrustes]"], "expected one of ['none', 'euclidean']"),
+    (["--max_folds", "0"], "max_folds must be at least 1"),
 ])
 def test_bad_model_split_and_alignment_options_exit_2(tmp_path: Path, shards: Path, capsys,
                                                       args: list[str], message: str):

@@ -10,7 +10,8 @@ import torch
 
 from eegfm.heads import create_head
 from eegfm.models import create_model
-from eegfm.training.finetune.module import EncoderClassifier
+from eegfm.models.classifier import EncoderClassifier
+from eegfm.training.finetune.module import optimizer_groups
 from eegfm.training.optim import WarmupCosine, param_groups, vit_layer_of
 
 
@@ -67,7 +68,7 @@ def test_layer_decay_gives_each_block_its_learning_rate() -> None:
 def test_fine_tuned_model_groups_head_first_and_frozen_encoder_left_out() -> None:
     encoder = create_model("eegfm_tiny")
     model = EncoderClassifier(encoder, create_head("linear", 64, 2), frozen=False)
-    groups = model.param_groups(1e-3, 0.01, 0.1, 0.75)
+    groups = optimizer_groups(model, 1e-3, 0.01, 0.1, 0.75)
     assert {id(p) for p in groups[0]["params"]} == {id(model.head.classifier.weight)}
     assert groups[0]["lr"] == 1e-3 and groups[0]["weight_decay"] == 0.01
     got = _lr_and_decay(model, groups)
@@ -75,7 +76,7 @@ def test_fine_tuned_model_groups_head_first_and_frozen_encoder_left_out() -> Non
     assert got["encoder.norm.bias"] == (1e-3 * 0.1, 0.0)
     frozen = EncoderClassifier(create_model("eegfm_tiny"), create_head("linear", 64, 2),
                                frozen=True)
-    names = set(_lr_and_decay(frozen, frozen.param_groups(1e-3, 0.01, 0.1, None)))
+    names = set(_lr_and_decay(frozen, optimizer_groups(frozen, 1e-3, 0.01, 0.1, None)))
     assert names == {f"head.{n}" for n, _ in frozen.head.named_parameters()}
 
 

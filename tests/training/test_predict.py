@@ -11,11 +11,13 @@ import torch
 from eegmat_shards import prep_eegmat_subjects
 from sklearn.metrics import balanced_accuracy_score
 
+from eegfm.checkpoint import load_finetuned
 from eegfm.cli import main
+from eegfm.cli.predict import PredictConfig, build_parser, prep_settings
+from eegfm.config import parse_config
 from eegfm.data.tasks import build_task_set
 from eegfm.evaluation.alignment import euclidean_align
 from eegfm.training.finetune.config import load_finetune_config
-from eegfm.training.finetune.module import load_finetuned
 from eegfm.training.finetune.runner import run_finetune
 
 EEGMAT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "finetune" / "eegmat.yaml"
@@ -46,7 +48,7 @@ def test_predict_on_other_devices(tmp_path: Path, model_path: Path, formats_dir:
     ant = formats_dir / "antio" / "CA_208" / "test_CA_208.vhdr"  # ANT cap, 10-05 names, 1 kHz
     out = tmp_path / "predictions.csv"
     code = main(["predict", "--model", str(model_path), "--input", str(nihon_kohden), str(ant),
-                 "--out", str(out), "--stride-s", "2", "--no-progress"])
+                 "--out", str(out), "--stride_s", "2", "--progress", "false"])
     assert code == 0
     table = pd.read_csv(out)
     assert list(table.columns) == ["recording", "recording_id", "window_start_s", "n_channels",
@@ -64,7 +66,7 @@ def test_predict_reports_unusable_inputs(tmp_path: Path, model_path: Path, forma
                                          capsys):
     no_positions = formats_dir / "Brainvision" / "test_NO.vhdr"  # channels '1'..'65', no montage
     code = main(["predict", "--model", str(model_path), "--input", str(no_positions),
-                 "--out", str(tmp_path / "p.csv"), "--no-progress"])
+                 "--out", str(tmp_path / "p.csv"), "--progress", "false"])
     assert code == 1
     assert "could be located" in capsys.readouterr().err
     assert main(["predict", "--model", str(tmp_path / "none.pt"), "--input",
@@ -80,7 +82,7 @@ def test_predict_scores_labelled_recordings_as_the_model_does(
     files = [str(eegmat_dir / f"Subject{s}_{r}.edf") for s in ("00", "01") for r in (1, 2)]
     out = tmp_path / "scored.csv"
     code = main(["predict", "--model", str(path), "--input", *files, "--task",
-                 str(EEGMAT_CONFIG), "--out", str(out), "--no-progress"])
+                 str(EEGMAT_CONFIG), "--out", str(out), "--progress", "false"])
     printed = capsys.readouterr().out
     assert code == 0
     table = pd.read_csv(out, dtype={"subject": str})
@@ -114,7 +116,7 @@ def test_predict_task_labels_matching_no_window_exit_2(tmp_path: Path, model_pat
     config.write_text("task:\n  pattern: 'Session(?P<label>[12])'\n"
                       "  classes: {1: rest, 2: arithmetic}\n")
     code = main(["predict", "--model", str(model_path), "--input",
-                 str(eegmat_dir / "Subject00_1.edf"), "--task", str(config), "--no-progress",
+                 str(eegmat_dir / "Subject00_1.edf"), "--task", str(config), "--progress", "false",
                  "--out", str(tmp_path / "p.csv")])
     err = capsys.readouterr().err
     assert code == 2 and "--task" in err and len(err.strip().splitlines()) == 1
@@ -126,7 +128,8 @@ def test_aligned_model_aligns_each_unlabelled_recording_from_its_own_windows(
     aligned_model = model_path.with_name("model_random_init_aligned")
     out = tmp_path / "p.csv"
     assert main(["predict", "--model", str(aligned_model), "--input",
-                 str(eegmat_dir / "Subject01_2.edf"), "--out", str(out), "--no-progress"]) == 0
+                 str(eegmat_dir / "Subject01_2.edf"), "--out", str(out),
+                 "--progress", "false"]) == 0
     table = pd.read_csv(out)
     model, _ = load_finetuned(aligned_model)
     task = build_task_set(load_finetune_config(EEGMAT_CONFIG).task, shards, multiple_of=200,
@@ -140,12 +143,33 @@ def test_aligned_model_aligns_each_unlabelled_recording_from_its_own_windows(
     np.testing.assert_allclose(table["p_arithmetic"], proba[:, 1], rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("args", [["--stride-s", "0"], ["--stride-s", "-4"],
-                                  ["--batch-size", "0"], ["--stride-s", "fast"]])
-def test_bad_numbers_are_usage_errors(model_path: Path, eegmat_dir: Path, capsys, args):
+@pytest.mark.parametrize(("args", "message"), [
+    (["--stride_s", "0"], "stride_s must be greater than 0"),
+    (["--stride_s", "-4"], "stride_s must be greater than 0"),
+    (["--batch_size", "0"], "batch_size must be greater than 0"),
+    (["--stride_s", "fast"], "stride_s: expected"),
+    (["--prep.no_such_setting", "1"], "unknown key 'no_such_setting'"),
+])
+def test_bad_numbers_are_usage_errors(model_path: Path, eegmat_dir: Path, capsys, args,
+                                      message):
+    code = main(["predict", "--model", str(model_path), "--input",
+                 str(eegmat_dir / "Subject00_1.edf"), *args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and message in err[0], err
+
+
+def test_predict_options_reach_the_config(model_path: Path, tmp_path: Path, capsys):
+    """Dotted options reach PredictConfig; --prep.* overrides the model's prep settings."""
+    argv = ["--model", str(model_path), "--input", "a.edf", "b.edf", "--batch_size", "8",
+            "--prep.line_freq_hz", "60", "--precision", "bf16-mixed"]
+    options, args = parse_config(build_parser(), PredictConfig, argv)
+    assert (options.batch_size, options.prep, options.precision) == (
+        8, {"line_freq_hz": 60}, "bf16-mixed")
+    assert args.input == ["a.edf", "b.edf"] and args.model == str(model_path)
+    _, meta = load_finetuned(model_path)
+    prep = prep_settings(meta, options)
+    assert prep.line_freq_hz == 60.0 and prep.sfreq == meta["sfreq"]
     with pytest.raises(SystemExit) as stop:
-        main(["predict", "--model", str(model_path), "--input",
-              str(eegmat_dir / "Subject00_1.edf"), *args])
-    assert stop.value.code == 2
-    err = capsys.readouterr().err
-    assert args[0] in err and "Traceback" not in err
+        main(["predict", *argv, "--print_config"])
+    assert stop.value.code == 0
+    assert "line_freq_hz: 60" in capsys.readouterr().out

@@ -13,21 +13,36 @@ class TaskConfig:
     """The ``task`` section of a fine-tuning config (see the module docstring)."""
 
     name: str = "task"
+    """Name of the task in the report."""
     type: Literal["recording", "events"] = "recording"
+    """recording: one label per recording, cut into windows; events: a window per event."""
     label_from: Literal["filename", "manifest", "csv"] = "filename"
-    pattern: str | None = None  # regex searched in the source path, then the recording id
-    field: str | None = None  # manifest field or recording attribute holding the label;
-    # a dotted name reads into a dict field: participant.sex (BIDS participants.tsv)
-    csv: str | None = None  # CSV with columns recording,label[,subject]
-    classes: dict[str, str] | None = None  # raw label (or event code) -> class name, in order
-    window_s: float = 4.0  # recording tasks: window length
-    stride_s: float | None = None  # recording tasks: hop between windows (None: window_s)
-    tmin_s: float | None = None  # events: window start relative to onset (moabb: from MOABB)
-    tmax_s: float | None = None  # events: window end relative to onset
-    reject_uv: float | None = None  # drop windows whose peak-to-peak exceeds this (µV)
-    datasets: list[str] | None = None  # keep only recordings of these datasets
-    subjects: list[str] | None = None  # keep only these subjects (ids as in the task set)
-    moabb_paradigm: str | None = None  # moabb data: a paradigm class (e.g. LeftRightImagery)
+    """Where a recording's label comes from (recording tasks)."""
+    pattern: str | None = None
+    """Regex searched in the source path, then the recording id (label_from: filename)."""
+    field: str | None = None
+    """Manifest field or recording attribute holding the label; a dotted name reads into a
+    dict field: participant.sex (BIDS participants.tsv)."""
+    csv: str | None = None
+    """CSV with columns recording,label[,subject] (label_from: csv)."""
+    classes: dict[str, str] | None = None
+    """Raw label (or event code) -> class name, in order."""
+    window_s: float = 4.0
+    """Recording tasks: window length in s."""
+    stride_s: float | None = None
+    """Recording tasks: hop between windows in s (None: window_s)."""
+    tmin_s: float | None = None
+    """Events: window start relative to onset in s (moabb: from MOABB)."""
+    tmax_s: float | None = None
+    """Events: window end relative to onset in s."""
+    reject_uv: float | None = None
+    """Drop windows whose peak-to-peak amplitude exceeds this (µV)."""
+    datasets: list[str] | None = None
+    """Keep only recordings of these datasets."""
+    subjects: list[str] | None = None
+    """Keep only these subjects (ids as in the task set)."""
+    moabb_paradigm: str | None = None
+    """moabb data: a paradigm class (e.g. LeftRightImagery)."""
 
     def __post_init__(self) -> None:
         if self.classes is not None:

@@ -18,9 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from eegfm.heads import HeadLoss
+from eegfm.models.classifier import Batch
 from eegfm.models.dbconformer import DBConformer
-from eegfm.training.finetune.module import Batch
-from eegfm.training.optim import param_groups
 
 # config name -> the class; EEGNet was EEGNetv4 before braindecode 1.0
 NETWORKS: dict[str, type[nn.Module] | None] = {
@@ -98,7 +97,3 @@ class BraindecodeClassifier(nn.Module):
     def load_selection_state(self, state: dict[str, torch.Tensor]) -> None:
         """Restore weights saved by :meth:`selection_state`."""
         self.load_state_dict(state)
-
-    def param_groups(self, lr: float, weight_decay: float, *_: Any) -> list[dict[str, Any]]:
-        """One AdamW group set: no weight decay on biases, norms and embeddings."""
-        return param_groups(self, weight_decay, lr)

@@ -1,17 +1,18 @@
 """The fine-tuning configuration: typed dataclasses that ``configs/finetune/*.yaml`` fill.
 
-``load_finetune_config(path, **overrides)`` reads the YAML with ``yaml.safe_load`` and checks
-every key and type against these classes (an unknown key or a wrong type is an error naming it).
+They are the schema of ``eegfm finetune``'s options (``--train.patience 3``; see eegfm.config)
+and of :func:`load_finetune_config` (a YAML plus dotted overrides): an unknown key or a wrong
+type is an error naming it. A field's docstring is its ``--help`` text.
 """
 
 from __future__ import annotations
 
-import argparse
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from eegfm.config import ConfigError, from_mapping, read_yaml
+from eegfm.config import ConfigError, Options, load_config
 from eegfm.data.tasks import TaskConfig
 from eegfm.evaluation.alignment import ALIGNMENTS, Alignment
 from eegfm.evaluation.classical import BANDS, C_GRID
@@ -24,19 +25,23 @@ MODELS = ENCODER_MODELS + CLASSICAL_MODELS + NETWORK_MODELS
 DEFAULT_MODELS = ("pretrained", "random_init", "bandpower_lr", "tangent_lr", "eegnet", "shallow")
 HEAD_FREEZES = {"linear": True, "mlp": False, "shared_routed": True}  # default mode per head
 
+# where models run (Lightning Fabric), with the meanings of `eegfm pretrain --trainer.*`
+Accelerator = Literal["cpu", "cuda", "gpu", "mps", "auto"]
+Precision = Literal["32-true", "bf16-mixed", "16-mixed"]
+ACCELERATORS: tuple[str, ...] = typing.get_args(Accelerator)
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
-ACCELERATORS = ("cpu", "cuda", "gpu", "mps", "auto")
-PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
-
-def add_device_options(parser: argparse.ArgumentParser) -> None:
-    """--accelerator, --devices, --precision (finetune, predict, demo), with the meaning of
-    `eegfm pretrain --trainer.accelerator/devices/precision`."""
-    parser.add_argument("--accelerator", choices=ACCELERATORS,
-                        help="where models run (default cpu; cuda or gpu for a GPU)")
-    parser.add_argument("--devices", type=int, help="devices to use (one: folds run in turn)")
-    parser.add_argument("--precision", choices=PRECISIONS,
-                        help="32-true (default), bf16-mixed or 16-mixed (autocast)")
+def check_devices(accelerator: str, devices: int, precision: str, where: str = "") -> None:
+    """Refuse device settings fine-tuning and predict cannot use (``where`` prefixes keys)."""
+    if accelerator not in ACCELERATORS:
+        raise ConfigError(f"{where}accelerator must be one of {ACCELERATORS}, got {accelerator!r}")
+    if devices != 1:
+        raise ConfigError(f"{where}devices={devices}: fine-tuning and predict run on one device "
+                          "(folds one after the other); start several runs to use several "
+                          "devices")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"{where}precision must be one of {PRECISIONS}, got {precision!r}")
 
 
 @dataclass
@@ -44,53 +49,68 @@ class TrainConfig:
     """Optimisation and model selection, shared by every model of a run."""
 
     epochs: int = 30
+    """Training epochs (at most: early stopping may end sooner)."""
     batch_size: int = 64
+    """Training windows per batch."""
     eval_batch_size: int = 256
-    lr: float = 1e-3  # head (and baselines unless baselines.lr is set)
+    """Windows per batch when validating and predicting."""
+    lr: float = 1e-3
+    """Learning rate of the head (and of the baselines unless baselines.lr is set)."""
     weight_decay: float = 0.01
-    encoder_lr_scale: float = 0.1  # full fine-tuning: encoder lr = lr x this (top block)
-    layer_decay: float | None = None  # e.g. 0.75: each block further down gets lr x decay
-    warmup_epochs: float = 0.0  # linear warm-up, then cosine decay to 0 over `epochs`
-    patience: int = 8  # epochs without improvement of `monitor` before stopping
+    """AdamW weight decay."""
+    encoder_lr_scale: float = 0.1
+    """Full fine-tuning: encoder learning rate = lr x this (top block)."""
+    layer_decay: float | None = None
+    """E.g. 0.75: each encoder block further down gets its learning rate x decay."""
+    warmup_epochs: float = 0.0
+    """Linear warm-up, then cosine decay to 0 over `epochs`."""
+    patience: int = 8
+    """Epochs without improvement of `monitor` before stopping."""
     min_epochs: int = 1
+    """Epochs trained before early stopping may stop."""
     monitor: Literal["val_loss", "val_balanced_accuracy"] = "val_loss"
-    balance: Literal["sampler", "none"] = "sampler"  # class-balanced sampling of training windows
+    """Validation metric of early stopping and model selection."""
+    balance: Literal["sampler", "none"] = "sampler"
+    """Class-balanced sampling of training windows (sampler) or none."""
     grad_clip: float | None = 1.0
-    threads: int | None = None  # torch intra-op threads (None: leave torch's default)
-    # where fits and predictions run (Lightning Fabric), with `eegfm pretrain`'s meanings
-    accelerator: str = "cpu"  # cpu | cuda | gpu | mps | auto
-    devices: int = 1  # one device: folds run one after the other
-    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    """Gradient norm clipping (None: no clipping)."""
+    threads: int | None = None
+    """Torch intra-op threads (None: leave torch's default)."""
+    accelerator: Accelerator = "cpu"
+    """Where fits and predictions run (Lightning Fabric): cpu, or cuda / gpu for a GPU."""
+    devices: int = 1
+    """Devices to use; one: folds run one after the other."""
+    precision: Precision = "32-true"
+    """32-true, or bf16-mixed / 16-mixed (autocast)."""
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or self.patience < 1:
             raise ConfigError("train.epochs, train.batch_size and train.patience must be >= 1")
         if self.lr <= 0:
             raise ConfigError(f"train.lr must be positive, got {self.lr}")
-        if self.accelerator not in ACCELERATORS:
-            raise ConfigError(f"train.accelerator must be one of {ACCELERATORS}, "
-                              f"got {self.accelerator!r}")
-        if self.devices != 1:
-            raise ConfigError(f"train.devices={self.devices}: fine-tuning and predict run on one "
-                              "device (folds one after the other); start several runs to use "
-                              "several devices")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"train.precision must be one of {PRECISIONS}, "
-                              f"got {self.precision!r}")
+        check_devices(self.accelerator, self.devices, self.precision, "train.")
 
 
 @dataclass
 class BaselineConfig:
     """braindecode EEGNet / ShallowFBCSPNet trained from scratch on the same windows."""
 
-    epochs: int | None = None  # None: train.epochs
-    lr: float | None = None  # None: train.lr
+    epochs: int | None = None
+    """Training epochs of the networks (None: train.epochs)."""
+    lr: float | None = None
+    """Learning rate of the networks (None: train.lr)."""
     weight_decay: float = 0.0
-    input_scale_uv: float = 50.0  # signal divided by this: O(1) inputs, amplitudes kept
-    eegnet: dict[str, Any] = field(default_factory=dict)  # braindecode EEGNet keyword arguments
-    shallow: dict[str, Any] = field(default_factory=dict)  # ShallowFBCSPNet keyword arguments
-    conformer: dict[str, Any] = field(default_factory=dict)  # braindecode EEGConformer options
-    dbconformer: dict[str, Any] = field(default_factory=dict)  # eegfm.models.DBConformer options
+    """AdamW weight decay of the networks."""
+    input_scale_uv: float = 50.0
+    """The signal is divided by this: O(1) inputs, amplitudes kept."""
+    eegnet: Options = field(default_factory=dict)
+    """braindecode EEGNet keyword arguments."""
+    shallow: Options = field(default_factory=dict)
+    """braindecode ShallowFBCSPNet keyword arguments."""
+    conformer: Options = field(default_factory=dict)
+    """braindecode EEGConformer keyword arguments."""
+    dbconformer: Options = field(default_factory=dict)
+    """eegfm.models.DBConformer keyword arguments."""
 
 
 @dataclass
@@ -98,8 +118,10 @@ class ClassicalConfig:
     """Band power + LR and tangent space + LR (eegfm.evaluation.classical)."""
 
     bands: dict[str, list[float]] = field(
-        default_factory=lambda: {k: list(v) for k, v in BANDS.items()})  # name: [low, high) Hz
-    c_grid: list[float] = field(default_factory=lambda: list(C_GRID))  # LR C, chosen on val
+        default_factory=lambda: {k: list(v) for k, v in BANDS.items()})
+    """Band power features, name: [low, high) Hz."""
+    c_grid: list[float] = field(default_factory=lambda: list(C_GRID))
+    """Logistic regression C values, the best chosen on the validation subjects."""
 
     def __post_init__(self) -> None:
         for name, edges in self.bands.items():
@@ -115,8 +137,11 @@ class SubjectSplit:
     """``protocol: split``: explicit train / validation / test subjects (a published split)."""
 
     train: list[str] = field(default_factory=list)
+    """Training subjects; ids are text: '["01","02"]' (YAML reads a bare 01 as the number 1)."""
     val: list[str] = field(default_factory=list)
+    """Validation subjects (model selection, early stopping)."""
     test: list[str] = field(default_factory=list)
+    """Test subjects."""
 
     def __post_init__(self) -> None:
         self.train, self.val, self.test = ([str(s) for s in part]
@@ -139,42 +164,73 @@ class SubjectSplit:
 class FinetuneConfig:
     """One fine-tuning run: task, data, models, head, protocol, training, output."""
 
-    task: TaskConfig | None = None  # required, except for moabb: data (MOABB's events)
-    data: str | list[str] | None = None  # shard dir(s) or moabb:NAME[:subjects]
-    prep_config: str | None = None  # prep YAML for moabb: data (None: the defaults)
-    prep: dict[str, Any] = field(default_factory=dict)  # prep overrides (e.g. moabb_options)
-    cache_dir: str | None = None  # where moabb: data is converted (None: ~/.cache/eegfm/moabb)
-    checkpoint: str | None = None  # pretrained encoder (eegfm.checkpoint); None: no 'pretrained'
-    encoder: str = "eegfm_tiny"  # architecture of random_init when no checkpoint is given
-    encoder_options: dict[str, Any] = field(default_factory=dict)  # create_model overrides
+    task: TaskConfig | None = None
+    """How windows get their labels; required, except for moabb: data (MOABB's events)."""
+    data: str | list[str] | None = None
+    """Shard directory, a list of them ('[a,b]'), or moabb:NAME[:subjects]."""
+    prep_config: str | None = None
+    """Prep YAML for moabb: data (None: the defaults)."""
+    prep: Options = field(default_factory=dict)
+    """Prep overrides for moabb: data (e.g. moabb_options)."""
+    cache_dir: str | None = None
+    """Where moabb: data is converted (None: ~/.cache/eegfm/moabb)."""
+    checkpoint: str | None = None
+    """Pretrained encoder (model folder or checkpoint); None: only random_init and baselines."""
+    encoder: str = "eegfm_tiny"
+    """Architecture of random_init when no checkpoint is given."""
+    encoder_options: Options = field(default_factory=dict)
+    """create_model overrides of the encoder."""
     models: list[str] = field(default_factory=lambda: list(DEFAULT_MODELS))
+    """Models to run, e.g. '[pretrained,tangent_lr]': pretrained, random_init, bandpower_lr,
+    tangent_lr, eegnet, shallow, conformer, dbconformer."""
     head: Literal["linear", "mlp", "shared_routed"] = "linear"
-    head_options: dict[str, Any] = field(default_factory=dict)  # create_head keyword options
+    """Classification head on the encoder."""
+    head_options: Options = field(default_factory=dict)
+    """create_head keyword options, e.g. --head_options.branch shared."""
     spiking: Literal["none", "lif", "int"] = "none"
-    freeze: bool | None = None  # None: the head's default (linear, shared_routed: frozen)
-    augment: dict[str, Any] = field(default_factory=dict)  # make_view_augmenter options
+    """Spiking variant of the head."""
+    freeze: bool | None = None
+    """Freeze the encoder; null: the head's default (linear, shared_routed frozen; mlp not)."""
+    augment: Options = field(default_factory=dict)
+    """make_view_augmenter options (training-time augmentation)."""
     protocol: Literal["loso", "kfold", "within", "split"] = "loso"
-    split: SubjectSplit | None = None  # protocol split: the subject lists
+    """Cross-subject protocol; split: the subject lists of the split section."""
+    split: SubjectSplit | None = None
+    """protocol split: the train / val / test subject lists."""
     n_folds: int = 5
+    """Folds of the kfold protocol."""
     n_val_subjects: int | float = 0.2
+    """Validation subjects drawn from each fold's training subjects (a count or a fraction)."""
     n_val_groups: int | float = 0.2
-    n_blocks: int = 5  # within: time blocks per recording
-    max_folds: int | None = None  # run only the first folds (quick checks; stated in the report)
+    """within: validation time blocks (a count or a fraction)."""
+    n_blocks: int = 5
+    """within: time blocks per recording."""
+    max_folds: int | None = None
+    """Run only the first folds (quick checks; stated in the report)."""
     seed: int = 0
+    """Seed of the splits and of every model."""
     train: TrainConfig = field(default_factory=TrainConfig)
     baselines: BaselineConfig = field(default_factory=BaselineConfig)
     classical: ClassicalConfig = field(default_factory=ClassicalConfig)
-    # subject alignment, each entry one run of every model: none, euclidean (EA of windows for
-    # networks and encoders, covariance re-centring for tangent space, per-subject
-    # standardisation of band powers); see eegfm.evaluation.alignment
     align: list[Alignment] = field(default_factory=lambda: ["none", "euclidean"])
-    n_bootstrap: int = 10_000  # resamples of the paired bootstrap CIs
-    resume: bool = True  # reuse models finished by an earlier run of the same config in `out`
+    """Subject alignments, each a run of every model: none, euclidean (EA of windows for
+    networks and encoders, covariance re-centring for tangent space, per-subject
+    standardisation of band powers); see eegfm.evaluation.alignment."""
+    n_bootstrap: int = 10_000
+    """Resamples of the paired bootstrap confidence intervals."""
+    resume: bool = True
+    """Reuse the models an earlier run of the same config finished in `out` (kept in
+    OUT/partial/); false: run every model again."""
     out: str = "runs/finetune"
-    save_model: bool = True  # refit encoder models on all subjects, save model_<name>/
-    tensorboard: bool = False  # also write TensorBoard event files next to the CSV logs
-    token_cache_mb: float = 2048.0  # frozen encoder: cache tokens when they fit in this
+    """Output directory of the report."""
+    save_model: bool = True
+    """Refit the encoder models on all subjects and save model_<name>/ (false: skip it)."""
+    tensorboard: bool = False
+    """Also write TensorBoard event files next to the CSV logs."""
+    token_cache_mb: float = 2048.0
+    """Frozen encoder: cache its tokens when they fit in this many MB."""
     progress: bool = True
+    """Show progress bars."""
 
     def __post_init__(self) -> None:
         unknown = [m for m in self.models if m not in MODELS]
@@ -205,17 +261,6 @@ class FinetuneConfig:
 def load_finetune_config(path: str | Path | None = None, **overrides: Any) -> FinetuneConfig:
     """Read a fine-tuning YAML (None: defaults) and apply ``overrides`` (dotted keys allowed).
 
-    ``overrides`` with value None are ignored, so CLI options left unset keep the file's value.
+    ``overrides`` with value None are ignored, so options left unset keep the file's value.
     """
-    values: dict[str, Any] = read_yaml(path) if path is not None else {}
-    for key, value in overrides.items():
-        if value is None:
-            continue
-        node = values
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {key}: {part} is not a section")
-        node[leaf] = value
-    return from_mapping(FinetuneConfig, values, "config" if path is None else str(path))
+    return load_config(FinetuneConfig, path, **overrides)

@@ -31,23 +31,18 @@ from lightning.fabric import Fabric
 from sklearn.pipeline import Pipeline
 from tqdm import tqdm
 
+from eegfm.checkpoint import save_finetuned
 from eegfm.data.tasks import TaskSet
 from eegfm.evaluation import Split
 from eegfm.evaluation.alignment import euclidean_align
 from eegfm.evaluation.classical import classical_features, classical_pipeline, fit_with_validation
 from eegfm.heads import Head, SharedRoutedHead, create_head, make_view_augmenter, masked_mean_pool
+from eegfm.models.classifier import EncoderClassifier
 from eegfm.spiking import energy_report
 from eegfm.training.finetune.baselines import BraindecodeClassifier
 from eegfm.training.finetune.config import FinetuneConfig
 from eegfm.training.finetune.loop import FitResult, fit, predict_logits
-from eegfm.training.finetune.module import (
-    EncoderClassifier,
-    WindowTensors,
-    autocast,
-    encode_windows,
-    on_device,
-    save_finetuned,
-)
+from eegfm.training.finetune.module import WindowTensors, autocast, encode_windows, on_device
 from eegfm.training.finetune.report import (
     energy_tables,
     learning_curve,

@@ -26,8 +26,14 @@ from sklearn.metrics import balanced_accuracy_score
 
 from eegfm.config import ConfigError
 from eegfm.model_folder import first_line
+from eegfm.models.classifier import EncoderClassifier
 from eegfm.training.finetune.config import TrainConfig
-from eegfm.training.finetune.module import WindowTensors, autocast, on_device
+from eegfm.training.finetune.module import (
+    WindowTensors,
+    autocast,
+    on_device,
+    optimizer_groups,
+)
 from eegfm.training.optim import WarmupCosine
 
 
@@ -74,7 +80,7 @@ def make_fabric(cfg: TrainConfig) -> Fabric:
                           precision=cfg.precision)
     except (RuntimeError, ValueError) as error:  # e.g. cuda asked for, none present
         first = first_line(error)
-        raise ConfigError(f"--accelerator {cfg.accelerator} --precision {cfg.precision}: "
+        raise ConfigError(f"accelerator {cfg.accelerator}, precision {cfg.precision}: "
                           f"{first}") from error
 
 
@@ -143,13 +149,13 @@ def fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.
     rng = np.random.default_rng(seed)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     optimizer = torch.optim.AdamW(
-        model.param_groups(lr, weight_decay, cfg.encoder_lr_scale, cfg.layer_decay))
+        optimizer_groups(model, lr, weight_decay, cfg.encoder_lr_scale, cfg.layer_decay))
     schedule = WarmupCosine(round(cfg.warmup_epochs * steps_per_epoch), epochs * steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     # the wrapped optimizer shares the param groups the scheduler sets; the model's own methods
     # (training_loss, logits) run on the unwrapped module under the fabric's autocast
     wrapped, optimizer = fabric.setup(model, optimizer)
-    head = getattr(model, "head", None)
+    head = model.head if isinstance(model, EncoderClassifier) else None
     result, log = FitResult(), _EpochLog(csv_path, tensorboard_dir)
     best_score, best_state, since_best = None, None, 0
     y_train = data.y[train].numpy()

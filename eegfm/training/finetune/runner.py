@@ -26,7 +26,7 @@ import yaml
 
 from eegfm import __version__
 from eegfm.checkpoint import from_pretrained
-from eegfm.config import ConfigError, from_mapping, to_plain
+from eegfm.config import ConfigError, from_mapping, to_plain, with_overrides
 from eegfm.data.tasks import TaskConfig, TaskSet, build_task_set
 from eegfm.data.tasks.moabb import is_moabb
 from eegfm.evaluation import (
@@ -65,15 +65,7 @@ def resolve_config(config: FinetuneConfig | str | Path | Mapping | None,
             return config
         config = to_plain(config)
     if isinstance(config, Mapping):
-        values = dict(config)
-        for key, value in overrides.items():
-            if value is not None:
-                node = values
-                *parents, leaf = key.split(".")
-                for part in parents:
-                    node = node.setdefault(part, {})
-                node[leaf] = value
-        return from_mapping(FinetuneConfig, values, "config")
+        return from_mapping(FinetuneConfig, with_overrides(config, overrides), "config")
     return load_finetune_config(config, **overrides)
 
 
