@@ -11,6 +11,7 @@ after ``--config`` override the file, ``--print_config`` prints the resolved con
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +24,8 @@ from eegfm.evaluation import SplitHygieneError
 from eegfm.shards import ShardDataError
 from eegfm.training.finetune.config import FinetuneConfig
 from eegfm.training.finetune.runner import results_summary, run_finetune
+
+log = logging.getLogger(__name__)
 
 
 def build_parser() -> ArgumentParser:
@@ -38,8 +41,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config, _ = parse_config(build_parser(), FinetuneConfig, argv)
         if config.checkpoint is None and "pretrained" in config.models:
-            print("eegfm finetune: no --checkpoint given: running the random-init encoder and "
-                  "the baselines only", file=sys.stderr)
+            log.warning("eegfm finetune: no --checkpoint given: running the random-init "
+                        "encoder and the baselines only")
         started = time.perf_counter()
         results = run_finetune(config)
     except ShardDataError as error:  # damaged data: named, exit 1 (before ValueError: it is one)

@@ -20,6 +20,7 @@ pooled, the same functions ``finetune`` reports with.
 
 from __future__ import annotations
 
+import logging
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from lightning.fabric import Fabric
 
 from eegfm.checkpoint import load_finetuned
 from eegfm.config import ConfigError, Options, config_parser, parse_config
+from eegfm.console import progress as progress_bar
 from eegfm.data.tasks import build_task_set
 from eegfm.data.tasks.windows import TaskDataError, fixed_starts
 from eegfm.evaluation import classification_metrics
@@ -59,6 +61,8 @@ from eegfm.training.finetune.fold_models import predict_windows
 from eegfm.training.finetune.loop import make_fabric
 from eegfm.training.finetune.module import autocast
 from eegfm.training.finetune.report import model_results, predictions_frame
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -182,9 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     frames, failed = [], 0
     bar = items
     if options.progress:
-        from tqdm import tqdm
-
-        bar = tqdm(items, desc="predict", unit="file", dynamic_ncols=True)
+        bar = progress_bar(items, desc="predict", unit="file")
     for item in bar:
         try:
             for loaded in load_item(item, config):
@@ -195,8 +197,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                   batch_size=options.batch_size,
                                                   align=meta["align"], fabric=fabric)
                 if not len(starts):
-                    print(f"eegfm predict: {item.location}: shorter than one "
-                          f"{meta['window_s']} s window, skipped", file=sys.stderr)
+                    log.warning(f"eegfm predict: {item.location}: shorter than one "
+                                f"{meta['window_s']} s window, skipped")
                     continue
                 frame = pd.DataFrame({
                     "recording": loaded.attrs.get("source", item.location),

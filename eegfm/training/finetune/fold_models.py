@@ -29,9 +29,9 @@ import pandas as pd
 import torch
 from lightning.fabric import Fabric
 from sklearn.pipeline import Pipeline
-from tqdm import tqdm
 
 from eegfm.checkpoint import save_finetuned
+from eegfm.console import progress as progress_bar
 from eegfm.data.tasks import TaskSet
 from eegfm.evaluation import Split
 from eegfm.evaluation.alignment import euclidean_align
@@ -170,7 +170,7 @@ def cross_validate(model: FoldModel, ctx: RunContext) -> tuple[dict[str, Any], p
     oof = OutOfFold(len(task), task.n_classes)
     splits = ctx.splits
     if cfg.progress:
-        splits = tqdm(splits, desc=f"{model.display}: folds", unit="fold", dynamic_ncols=True)
+        splits = progress_bar(splits, desc=f"{model.display}: folds", unit="fold")
     for split in splits:
         result = model.fit(split, seed_of(cfg.seed, model.key, split.fold))
         oof.add(split.fold, split.test, model.predict_proba(split.test), result)

@@ -25,6 +25,7 @@ from lightning.fabric import Fabric
 from sklearn.metrics import balanced_accuracy_score
 
 from eegfm.config import ConfigError
+from eegfm.console import progress as progress_bar
 from eegfm.model_folder import first_line
 from eegfm.models.classifier import EncoderClassifier
 from eegfm.training.finetune.config import TrainConfig
@@ -230,6 +231,4 @@ def fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.
 def _bar(iterable, enabled: bool, desc: str):
     if not enabled:
         return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, desc=desc, unit="epoch", leave=False, dynamic_ncols=True, position=1)
+    return progress_bar(iterable, desc=desc, unit="epoch", leave=False, position=1)
