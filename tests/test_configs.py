@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
 
 import pytest
-import tomllib
 
 import eegfm
 from eegfm.configs import config_path, packaged_configs

@@ -7,6 +7,10 @@ level (not inside functions) and form no loop.
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import re
+import sys
+import tomllib
 from pathlib import Path
 
 import eegfm
@@ -144,3 +148,29 @@ def test_no_import_loops() -> None:
         if module not in state:
             visit(module, [module])
     assert not loops, "\n".join(loops)
+
+
+# declared for a dependency's optional feature that eegfm uses, not imported by eegfm itself
+USED_THROUGH_DEPENDENCIES = {"tensorboard", "mffpy", "defusedxml"}
+
+
+def _dist(requirement: str) -> str:
+    return re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_declared_dependencies_are_the_imported_ones() -> None:
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text(encoding="utf-8"))
+    declared = {_dist(r) for r in pyproject["project"]["dependencies"]}
+    top = set()
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                top |= {a.name.split(".")[0] for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                top.add(node.module.split(".")[0])
+    third = {m for m in top if m not in sys.stdlib_module_names and m != "eegfm"}
+    owners = importlib.metadata.packages_distributions()
+    imported = {d.lower().replace("_", "-") for m in third for d in owners.get(m, [m])}
+    assert imported - declared == set(), f"imported, not declared: {sorted(imported - declared)}"
+    unused = declared - imported - USED_THROUGH_DEPENDENCIES
+    assert unused == set(), f"declared, never imported: {sorted(unused)}"
