@@ -188,7 +188,7 @@ def _without_onnx(monkeypatch):
     ("encoder", ["--format", "torch-export", "--channels", "19", "--seconds", "65"],
      "at most 64 s"),
     ("encoder", ["--format", "tflite", "--channels", "19", "--seconds", "4"],
-     "invalid choice: 'tflite'"),
+     "format: expected one of ['torch-export', 'onnx'], got tflite"),
     ("encoder", ["--format", "onnx", "--channels", "19", "--seconds", "4"],
      "needs the package(s) onnxscript"),
 ])
