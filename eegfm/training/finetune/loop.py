@@ -160,7 +160,8 @@ def fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.
     result, log = FitResult(), _EpochLog(csv_path, tensorboard_dir)
     best_score, best_state, since_best = None, None, 0
     y_train = data.y[train].numpy()
-    epoch_bar = _bar(range(last_epoch), progress, desc)
+    epoch_bar = progress_bar(range(last_epoch), enabled=progress, desc=desc, unit="epoch",
+                             leave=False, position=1)
     step = 0
     for epoch in epoch_bar:
         model.train()
@@ -213,9 +214,8 @@ def fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.
         row.update({k: float(np.mean(v)) for k, v in parts.items()},
                    seconds=time.perf_counter() - started)
         log.add(row)
-        if epoch_bar is not None and hasattr(epoch_bar, "set_postfix"):
-            epoch_bar.set_postfix({k: f"{row[k]:.3f}" for k in
-                                   ("train_loss", "val_loss", "val_balanced_accuracy") if k in row})
+        epoch_bar.set_postfix({k: f"{row[k]:.3f}" for k in
+                               ("train_loss", "val_loss", "val_balanced_accuracy") if k in row})
         if len(val) and since_best >= cfg.patience and epoch + 1 >= cfg.min_epochs:
             break
     log.close()
@@ -227,8 +227,3 @@ def fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.
     result.seconds = time.perf_counter() - started
     return result
 
-
-def _bar(iterable, enabled: bool, desc: str):
-    if not enabled:
-        return iterable
-    return progress_bar(iterable, desc=desc, unit="epoch", leave=False, position=1)
