@@ -85,7 +85,6 @@ def build_parser() -> ArgumentParser:
 
 def prepare_shards(source: str, out: Path, finetune_cfg, progress: bool) -> Path:
     """Stage 1: convert the source into shards; returns the shard directory."""
-
     if is_moabb(source):
         # the fine-tuning runner converts moabb: data into cache_dir with this same prep config,
         # so it finds the recordings already done
@@ -100,14 +99,13 @@ def prepare_shards(source: str, out: Path, finetune_cfg, progress: bool) -> Path
         raise RuntimeError(f"--source {source}: no recording could be converted "
                            f"(see {shard_dir}/failures.jsonl)")
     log.info(f"prep: {len(summary.converted)} converted, {len(summary.skipped)} already done, "
-          f"{len(summary.failures)} failed -> {shard_dir}")
+             f"{len(summary.failures)} failed -> {shard_dir}")
     return shard_dir
 
 
 def pretrain(shard_dir: Path, out: Path, seed: int, steps: int,
              trainer: list[str] | None = None) -> Path:
     """Stage 2: masked pretraining of the tiny encoder; returns the exported encoder folder."""
-
     run_dir = out / "pretrain"
     pretrain_cli.main([
         "--config", str(config_path("pretrain", "tiny.yaml")),
@@ -142,7 +140,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: DemoConfig) -> int:
     """The three stages of the demo."""
-
     started = time.perf_counter()
     out = Path(args.out)
     moabb = is_moabb(args.source)
@@ -174,6 +171,7 @@ def _run(args: DemoConfig) -> int:
     print(results_summary(results, time.perf_counter() - started,
                           out / "finetune" / "results.md"))
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())

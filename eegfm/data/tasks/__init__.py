@@ -129,7 +129,6 @@ def build_task_set(task: TaskConfig, data: str | Path | Sequence[str | Path], *,
     ``multiple_of`` crops each window to a whole number of encoder patches; ``sfreq`` (the
     encoder's rate) must match the shards'. ``prep_config`` and ``cache_dir`` serve ``moabb:``.
     """
-
     subjects: set[str] | None = None
     if is_moabb(data):
         prepared = prepare_moabb(str(data), prep_config, cache_dir=cache_dir,

@@ -42,7 +42,6 @@ def is_moabb(data: object) -> bool:
 def prepare_moabb(spec: str, prep_config=None, *, cache_dir: str | Path | None = None,
                   paradigm: str | None = None, progress: bool = True) -> MoabbTask:
     """Convert ``moabb:NAME[:subjects]`` with our prep pipeline (cached) and read its events."""
-
     prep_config = prep_config if prep_config is not None else load_prep_config(None)
     parts = spec.split(":")
     if len(parts) not in (2, 3) or not parts[1]:
