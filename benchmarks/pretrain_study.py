@@ -8,8 +8,10 @@ Each cell is one pretraining run (`eegfm pretrain`): an encoder size, an objecti
 (reconstruction only, + band power, + connectivity, all) and a corpus (eegmat alone, or eegmat +
 muse + the device files in one run). Its step checkpoints are kept, and at each evaluation step
 the encoder is scored downstream on eegmat rest vs arithmetic, subject-grouped 5-fold
-(`configs/finetune/eegmat.yaml`), unaligned and subject-aligned: a frozen linear probe at every
-evaluation step, full fine-tuning at the last. The same-architecture encoder from random
+(`configs/finetune/eegmat.yaml`), unaligned and subject-aligned: two frozen linear probes at
+every evaluation step (`probe`: the head trained by the fine-tuning loop; `probe-lr`: the head
+solved as the classical baselines' logistic regression, `--probe logistic`), full fine-tuning
+at the last. The same-architecture encoder from random
 initialisation (step 0) and the classical baselines (log band power + LR, tangent space + LR)
 are scored once per size on the same splits; every pretrained score is compared with random
 initialisation, paired over the 24 subjects.
@@ -51,6 +53,9 @@ OBJECTIVES = {
     "all": {"bandpower_weight": 0.1, "connectivity_weight": 0.1},
 }
 CORPORA = {"eegmat": ["eegmat"], "mixed": ["eegmat", "muse", "formats"]}
+# the downstream read-outs: `eegfm finetune` options of each
+MODES = {"probe": [], "probe-lr": ["--probe", "logistic"],
+         "full": ["--head", "mlp", "--freeze", "false", "--train.lr", "1e-3"]}
 ALIGN = "none,euclidean"
 QUICK: list[str] = []  # --quick: one fold, two epochs (checks the pipeline, measures nothing)
 
@@ -157,11 +162,11 @@ def encoder_at(run_dir: Path, step: int, folder: Path) -> Path:
 
 
 def downstream(out: Path, shards: dict[str, Path], tag: str, models: str,
-               checkpoint: Path | None = None, full: bool = False) -> dict:
+               checkpoint: Path | None, mode: str) -> dict:
     """One `eegfm finetune` run on eegmat (reused when its results.json exists)."""
     folder = out / "downstream" / tag
     if not (folder / "results.json").is_file():
-        head = ["--head", "mlp", "--freeze", "false", "--train.lr", "1e-3"] if full else []
+        head = MODES[mode]
         ckpt = ["--checkpoint", str(checkpoint)] if checkpoint is not None else []
         run(eegfm("finetune", "--config", str(TASK), "--data", str(shards["eegmat"]),
                   "--models", f"[{models}]", "--align", f"[{ALIGN}]", "--out", str(folder),
@@ -176,8 +181,9 @@ def scores(results: dict) -> Iterator[tuple[str, dict[str, float]]]:
         yield name, {s: v.get("balanced_accuracy") for s, v in entry["per_subject"].items()}
 
 
-def measure(out: Path, cells: list[Cell], shards: dict[str, Path]) -> None:
-    """Run every cell not yet measured, recording each result as soon as it exists."""
+def measure(out: Path, cells: list[Cell], shards: dict[str, Path], modes: list[str]) -> None:
+    """Run every cell not yet measured in ``modes``, recording each result as soon as it
+    exists."""
     done = {(r["cell"], r["step"], r["mode"], r["model"]) for r in recorded(out)}
     for size in sorted({c.size for c in cells}):
         checkpoint = None
@@ -186,12 +192,12 @@ def measure(out: Path, cells: list[Cell], shards: dict[str, Path]) -> None:
             if not (checkpoint / "config.json").is_file():
                 torch.manual_seed(0)
                 create_model(f"eegfm_{size}").save_pretrained(checkpoint)
-        for mode, full in (("probe", False), ("full", True)):
+        for mode in modes:
             key = f"{size}-baselines-{mode}"
-            models = "random_init,bandpower_lr,tangent_lr" if not full else "random_init"
-            if any((key, 0, mode, m) in done for m in ("random_init",)):
+            models = "random_init,bandpower_lr,tangent_lr" if mode == "probe" else "random_init"
+            if (key, 0, mode, "random_init") in done:
                 continue
-            results = downstream(out, shards, key, models, checkpoint, full)
+            results = downstream(out, shards, key, models, checkpoint, mode)
             for model, per_subject in scores(results):
                 record(out, {"cell": key, "size": size, "step": 0, "mode": mode,
                              "model": model, "per_subject": per_subject})
@@ -199,13 +205,13 @@ def measure(out: Path, cells: list[Cell], shards: dict[str, Path]) -> None:
         print(f"{cell.name}: pretraining to step {cell.steps}", flush=True)
         run_dir = pretrain(cell, shards, out)
         for step in cell.eval_steps:
-            modes = [("probe", False)] + ([("full", True)] if step == cell.steps else [])
-            for mode, full in modes:
-                if any((cell.name, step, mode, m) in done for m in ("pretrained",)):
+            for mode in modes:
+                if ((mode == "full" and step != cell.steps)
+                        or (cell.name, step, mode, "pretrained") in done):
                     continue
                 encoder = encoder_at(run_dir, step, out / "encoders" / cell.name / f"{step}")
                 results = downstream(out, shards, f"{cell.name}-{step}-{mode}", "pretrained",
-                                     encoder, full)
+                                     encoder, mode)
                 for model, per_subject in scores(results):
                     record(out, {"cell": cell.name, "size": cell.size, "corpus": cell.corpus,
                                  "objective": cell.objective, "step": step, "mode": mode,
@@ -244,21 +250,33 @@ def report(out: Path) -> str:
 
 
 def _plot(rows: list[dict], path: Path) -> None:
-    """Frozen-probe balanced accuracy against pretraining steps, one line per cell."""
+    """Frozen-probe balanced accuracy against pretraining steps, one line per cell; one row of
+    panels per probe."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    probes = [m for m in MODES if m != "full" and any(r["mode"] == m for r in rows)]
+    fig, grid = plt.subplots(len(probes), 2, figsize=(11, 4 * len(probes)), sharey=True,
+                             squeeze=False)
+    for axes, probe in zip(grid, probes, strict=True):
+        _plot_probe(rows, probe, axes)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _plot_probe(rows: list[dict], probe: str, axes) -> None:
+    """The unaligned and aligned panels of one probe."""
     for ax, aligned in zip(axes, (False, True), strict=True):
         for size in sorted({r["size"] for r in rows}):
-            base = [r for r in rows if r["size"] == size and r["mode"] == "probe"
+            base = [r for r in rows if r["size"] == size and r["mode"] == probe
                     and r["model"] == ("random_init (aligned)" if aligned else "random_init")]
             for cell in sorted({r["cell"] for r in rows if r.get("objective")
                                 and r["size"] == size}):
                 points = sorted((r["step"], mean(r["per_subject"])) for r in rows
-                                if r["cell"] == cell and r["mode"] == "probe"
+                                if r["cell"] == cell and r["mode"] == probe
                                 and r["model"].endswith("(aligned)") == aligned)
                 points = [(0, mean(base[0]["per_subject"]))] * bool(base) + points
                 if points:
@@ -269,13 +287,10 @@ def _plot(rows: list[dict], path: Path) -> None:
                         and r["model"].endswith("(aligned)") == aligned):
                     ax.axhline(mean(r["per_subject"]), ls="--", lw=1, color="grey")
                     ax.annotate(r["model"], (0, mean(r["per_subject"])), fontsize=7)
-        ax.set_title("subject-aligned" if aligned else "unaligned")
+        ax.set_title(f"{probe}, " + ("subject-aligned" if aligned else "unaligned"))
         ax.set_xlabel("pretraining steps")
-    axes[0].set_ylabel("eegmat balanced accuracy (frozen probe, 5-fold)")
+    axes[0].set_ylabel(f"eegmat balanced accuracy ({probe}, 5-fold)")
     axes[1].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 def main() -> None:
@@ -288,6 +303,8 @@ def main() -> None:
                         help="pretraining steps of every cell (its last evaluation step)")
     parser.add_argument("--eval-steps", default="500,2000",
                         help="earlier steps scored by the frozen probe (comma-separated)")
+    parser.add_argument("--modes", default=",".join(MODES),
+                        help=f"downstream read-outs to run (comma-separated, of {list(MODES)})")
     parser.add_argument("--report", action="store_true", help="only write the report")
     parser.add_argument("--quick", action="store_true",
                         help="one fold and two epochs downstream: a check of the pipeline")
@@ -305,7 +322,10 @@ def main() -> None:
                          f"known: {[c.name for c in cells]}")
             by_name = {c.name: c for c in cells}
             cells = [by_name[name] for name in wanted]  # in the order asked for
-        measure(args.out, cells, prep(args.out))
+        modes = args.modes.split(",")
+        if not modes or set(modes) - set(MODES):
+            sys.exit(f"pretrain_study: --modes takes {list(MODES)}, got {args.modes!r}")
+        measure(args.out, cells, prep(args.out), modes)
     print(report(args.out))
 
 

@@ -83,12 +83,35 @@ def classical_pipeline(kind: str, C: float = 1.0) -> Pipeline:
     class-balanced sampler does: the score is balanced accuracy, and eegmat holds three rest
     windows per arithmetic window.
     """
-    classifier = LogisticRegression(C=C, max_iter=MAX_ITER, class_weight="balanced")
     if kind == "bandpower":
-        return make_pipeline(StandardScaler(), classifier)
+        return logistic_probe(C)
     if kind == "tangent":
-        return make_pipeline(TangentSpace(metric="riemann"), classifier)
+        return make_pipeline(TangentSpace(metric="riemann"), _logistic(C))
     raise ValueError(f"unknown classical pipeline {kind!r}; choose bandpower or tangent")
+
+
+def logistic_probe(C: float = 1.0) -> Pipeline:
+    """Standardised features -> class-balanced logistic regression: the classifier of band
+    power + LR, and of the ``logistic`` probe on frozen encoder features."""
+    return make_pipeline(StandardScaler(), _logistic(C))
+
+
+def logistic_as_linear(pipeline: Pipeline, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(weight (K, F), bias (K,))`` whose logits give a fitted :func:`logistic_probe`'s
+    probabilities on the raw features (the scaler folded in; binary: logit 0 for class 0)."""
+    scaler, classifier = pipeline[0], pipeline[-1]
+    weight = classifier.coef_ / scaler.scale_
+    bias = classifier.intercept_ - weight @ scaler.mean_
+    if not np.array_equal(classifier.classes_, np.arange(n_classes)):
+        raise ValueError(f"the probe was fit on classes {classifier.classes_.tolist()}, "
+                         f"not 0..{n_classes - 1}")
+    if n_classes == 2:
+        weight, bias = np.vstack([np.zeros_like(weight), weight]), np.r_[0.0, bias]
+    return weight, bias
+
+
+def _logistic(C: float) -> LogisticRegression:
+    return LogisticRegression(C=C, max_iter=MAX_ITER, class_weight="balanced")
 
 
 def fit_with_validation(pipeline: BaseEstimator, features: np.ndarray, y: np.ndarray,

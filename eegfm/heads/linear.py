@@ -26,8 +26,23 @@ class LinearHead(Head):
         self.classifier = SynapticLinear(embed_dim, n_classes, input_kind=input_kind(spiking),
                                          max_level=self.neuron_config.max_level)
 
+    def features(self, tokens: torch.Tensor, channel_mask: torch.Tensor | None) -> torch.Tensor:
+        """The classifier's input before dropout: pooled, normalised ``(B, D)``."""
+        return self.norm(masked_mean_pool(tokens, check_tokens(tokens, channel_mask,
+                                                               self.embed_dim)))
+
     def forward(self, tokens: torch.Tensor, channel_mask: torch.Tensor | None) -> torch.Tensor:
         """``(B, C, P, D), (B, C) -> logits (B, K)``."""
-        channel_mask = check_tokens(tokens, channel_mask, self.embed_dim)
-        h = self.norm(masked_mean_pool(tokens, channel_mask))
-        return readout(self.classifier(self.encode(self.dropout(h))))
+        return readout(self.classifier(self.encode(self.dropout(self.features(tokens,
+                                                                             channel_mask)))))
+
+    @torch.no_grad()
+    def set_linear(self, weight: torch.Tensor, bias: torch.Tensor) -> None:
+        """Make the read-out ``logits = features @ weight.T + bias`` (a solved probe)."""
+        if self.spiking != "none":
+            raise ValueError("a solved probe needs a non-spiking linear head")
+        if weight.shape != self.classifier.weight.shape or bias.shape != self.classifier.bias.shape:
+            raise ValueError(f"weight {tuple(weight.shape)} / bias {tuple(bias.shape)} do not fit "
+                             f"the read-out {tuple(self.classifier.weight.shape)}")
+        self.classifier.weight.copy_(weight)
+        self.classifier.bias.copy_(bias)

@@ -21,6 +21,8 @@ from eegfm.evaluation.classical import (
     classical_features,
     classical_pipeline,
     fit_with_validation,
+    logistic_as_linear,
+    logistic_probe,
 )
 
 TRAIN, VAL, TEST = ["00", "01", "02", "03"], ["04"], ["05"]
@@ -100,3 +102,19 @@ def test_tangent_space_lr_equals_pyriemann(eegmat_windows, aligned: bool):
                           ts_all.transform(covs[test]), ts_all.transform(covs[fit_rows]),
                           task.y[fit_rows])
     np.testing.assert_allclose(model.predict_proba(features[test]), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_logistic_probe_folds_into_one_linear_layer(eegmat_windows, n_classes: int):
+    task = eegmat_windows
+    features = classical_features("bandpower", task.x, task.subject, task.sfreq, aligned=False)
+    y = task.y if n_classes == 2 else task.y + (task.subject == "01")  # a third class
+    probe = logistic_probe(0.1).fit(features, y)
+    weight, bias = logistic_as_linear(probe, n_classes)
+    assert weight.shape == (n_classes, features.shape[1])
+    logits = features @ weight.T + bias
+    softmax = np.exp(logits - logits.max(1, keepdims=True))
+    np.testing.assert_allclose(softmax / softmax.sum(1, keepdims=True),
+                               probe.predict_proba(features), atol=1e-9)
+    with pytest.raises(ValueError, match="fit on classes"):
+        logistic_as_linear(probe, n_classes + 1)

@@ -90,6 +90,15 @@ def test_linear_head_is_pool_norm_linear():
     assert isinstance(head, LinearHead)
     expected = head.classifier(head.norm(masked_mean_pool(tokens, mask)))
     torch.testing.assert_close(head(tokens, mask), expected)
+    torch.testing.assert_close(head.features(tokens, mask), head.norm(masked_mean_pool(tokens,
+                                                                                      mask)))
+    weight, bias = torch.randn(3, D), torch.randn(3)
+    head.set_linear(weight, bias)  # a solved probe: logits = features @ weight.T + bias
+    torch.testing.assert_close(head(tokens, mask), head.features(tokens, mask) @ weight.T + bias)
+    with pytest.raises(ValueError, match="do not fit the read-out"):
+        head.set_linear(weight[:2], bias[:2])
+    with pytest.raises(ValueError, match="non-spiking"):
+        create_head("linear", D, 3, spiking="lif").set_linear(weight, bias)
 
 
 def test_mlp_head_options_and_spiking_attention_switch():

@@ -36,6 +36,9 @@ def test_overrides_and_head_defaults(tmp_path: Path):
     ("models: [pretrained, lstm]\n", "unknown ['lstm']"),
     ("head: transformer\n", "head: expected one of"),
     ("task: {label_from: filename}\n", "task.pattern is needed"),
+    ("probe: logistic\nhead: mlp\n", "probe: logistic solves a frozen, non-spiking linear"),
+    ("probe: logistic\nspiking: lif\n", "probe: logistic solves a frozen, non-spiking linear"),
+    ("probe: logistic\nfreeze: false\n", "probe: logistic solves a frozen, non-spiking"),
 ])
 def test_bad_configs_name_the_key(tmp_path: Path, text: str, message: str):
     path = tmp_path / "bad.yaml"

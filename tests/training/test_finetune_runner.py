@@ -11,12 +11,16 @@ import pandas as pd
 import pytest
 import torch
 from eegmat_shards import prep_eegmat_subjects
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score, roc_auc_score
+from sklearn.preprocessing import StandardScaler
 
 from eegfm.checkpoint import load_finetuned, save_checkpoint
 from eegfm.data.tasks import TaskConfig, build_task_set
 from eegfm.evaluation import Split, SplitHygieneError, make_splits, time_blocks
+from eegfm.evaluation.classical import C_GRID
 from eegfm.models import create_model
+from eegfm.training.finetune.fold_models import predict_windows
 from eegfm.training.finetune.runner import hygienic_split, run_finetune
 
 SUBJECTS = ["00", "01", "02", "03"]
@@ -116,6 +120,57 @@ def test_linear_probe_with_baselines_end_to_end(tmp_path: Path, shards: Path, ch
     reference = torch.load(checkpoint, weights_only=True)["state_dict"]
     for key, value in model.encoder.state_dict().items():  # linear probe: encoder untouched
         torch.testing.assert_close(value, reference[key])
+
+
+def _logistic(c: float, x: np.ndarray, y: np.ndarray) -> tuple[StandardScaler,
+                                                                  LogisticRegression]:
+    scaler = StandardScaler().fit(x)
+    return scaler, LogisticRegression(C=c, max_iter=2000, class_weight="balanced").fit(
+        scaler.transform(x), y)
+
+
+def test_logistic_probe_is_the_classical_lr_on_the_frozen_features(tmp_path: Path, shards: Path,
+                                                                    checkpoint: Path):
+    out = tmp_path / "run"
+    results = run_finetune(config(out, shards, checkpoint=str(checkpoint), models=["pretrained"],
+                                  probe="logistic"))
+    info = results["models"]["pretrained"]["info"]
+    assert info["mode"] == ("frozen encoder (tokens cached), logistic probe (C chosen on "
+                            "validation subjects)")
+    assert "learning_curves" not in results["models"]["pretrained"]
+    # by hand: the frozen encoder's tokens, mean over channels and patches, LayerNorm without
+    # affine (the head's, as built), then scikit-learn's scaler + LR with C picked on validation
+    encoder = create_model("eegfm_tiny")
+    encoder.load_state_dict(torch.load(checkpoint, weights_only=True)["state_dict"])
+    task = build_task_set(TaskConfig(**TASK), shards, multiple_of=encoder.patch_len,
+                          progress=False)
+    assert task.channel_mask.all()  # 19 channels in every window: a plain mean pools them
+    with torch.no_grad():
+        tokens = encoder.eval().forward_features(*(torch.from_numpy(a) for a in (
+            task.x, task.coords, task.channel_mask, task.ref_coords)))
+    h = tokens.mean(dim=(1, 2))
+    z = torch.nn.functional.layer_norm(h, h.shape[1:]).double().numpy()
+    predictions = pd.read_csv(out / "predictions.csv", dtype={"subject": str})
+    chosen = []
+    for split in make_splits("kfold", task.subject, task.y, n_folds=2, n_val_subjects=1):
+        scaler, _ = _logistic(1.0, z[split.train], task.y[split.train])
+        scores = [balanced_accuracy_score(task.y[split.val], model.predict(
+            scaler.transform(z[split.val]))) for model in (
+            _logistic(c, z[split.train], task.y[split.train])[1] for c in C_GRID)]
+        chosen.append(C_GRID[int(np.argmax(scores))])
+        rows = np.r_[split.train, split.val]
+        scaler, model = _logistic(chosen[-1], z[rows], task.y[rows])
+        test = np.sort(split.test)
+        expected = model.predict_proba(scaler.transform(z[test]))[:, 1]
+        mine = predictions[predictions["fold"] == split.fold]["p_arithmetic"].to_numpy()
+        np.testing.assert_allclose(mine, expected, atol=1e-4)
+    assert info["chosen_C"] == ",".join(f"{c:g}" for c in chosen)
+    # the saved model: the same LR on every window, with the median chosen C
+    model, meta = load_finetuned(out / "model_pretrained")
+    assert meta["extra"]["probe"] == "logistic" and meta["extra"]["C"] == np.median(chosen)
+    scaler, direct = _logistic(np.median(chosen), z, task.y)
+    np.testing.assert_allclose(predict_windows(model, task, "none", 256),
+                               direct.predict_proba(scaler.transform(z)), atol=1e-4)
 
 
 def test_mlp_fine_tuning_updates_the_encoder(tmp_path: Path, shards: Path, checkpoint: Path):

@@ -191,6 +191,9 @@ class FinetuneConfig:
     """Spiking variant of the head."""
     freeze: bool | None = None
     """Freeze the encoder; null: the head's default (linear, shared_routed frozen; mlp not)."""
+    probe: Literal["gradient", "logistic"] = "gradient"
+    """Frozen linear head: trained by the loop (train.*), or solved as a logistic regression on
+    the standardised features, C picked on the validation subjects (classical.c_grid)."""
     augment: Options = field(default_factory=dict)
     """make_view_augmenter options (training-time augmentation)."""
     protocol: Literal["loso", "kfold", "within", "split"] = "loso"
@@ -249,6 +252,10 @@ class FinetuneConfig:
         if self.max_folds is not None and self.max_folds < 1:
             raise ConfigError(f"max_folds must be at least 1 (or null for every fold), got "
                               f"{self.max_folds}")
+        if self.probe == "logistic" and not (self.head == "linear" and self.frozen
+                                              and self.spiking == "none"):
+            raise ConfigError("probe: logistic solves a frozen, non-spiking linear head; got "
+                              f"head {self.head}, freeze {self.freeze}, spiking {self.spiking}")
         if self.n_bootstrap < 100:
             raise ConfigError(f"n_bootstrap must be at least 100, got {self.n_bootstrap}")
 

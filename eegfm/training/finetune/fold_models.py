@@ -35,8 +35,21 @@ from eegfm.console import progress as progress_bar
 from eegfm.data.tasks import TaskSet
 from eegfm.evaluation import Split
 from eegfm.evaluation.alignment import euclidean_align
-from eegfm.evaluation.classical import classical_features, classical_pipeline, fit_with_validation
-from eegfm.heads import Head, SharedRoutedHead, create_head, make_view_augmenter, masked_mean_pool
+from eegfm.evaluation.classical import (
+    classical_features,
+    classical_pipeline,
+    fit_with_validation,
+    logistic_as_linear,
+    logistic_probe,
+)
+from eegfm.heads import (
+    Head,
+    LinearHead,
+    SharedRoutedHead,
+    create_head,
+    make_view_augmenter,
+    masked_mean_pool,
+)
 from eegfm.models.classifier import EncoderClassifier
 from eegfm.spiking import energy_report
 from eegfm.training.finetune.baselines import BraindecodeClassifier
@@ -288,6 +301,8 @@ class EncoderFoldModel(FoldModel):
             self.data = WindowTensors(task.y, tokens=tokens, token_mask=token_mask,
                                       subject_ids=self.subject_ids)
         self.model: EncoderClassifier | None = None
+        self.chosen_c: list[float] = []  # probe: logistic, one per fold
+        self.probe_features: np.ndarray | None = None
         self.energy: list[tuple[int, dict]] = []
         self.routing_rows: list[dict[str, Any]] = []
         self.routing_matrix: list[tuple[str, list[float]]] = []
@@ -324,12 +339,38 @@ class EncoderFoldModel(FoldModel):
                                           torch.as_tensor(self.subject_ids[rows]))
         return model, pair
 
-    def fit(self, split: Split, seed: int) -> FitResult:
-        """Head (and encoder unless frozen) trained on the split's training windows."""
+    def fit(self, split: Split, seed: int) -> FitResult | None:
+        """Head (and encoder unless frozen) trained on the split's training windows; a
+        ``logistic`` probe is solved instead (C picked on the validation windows)."""
         self.model, pair = self._build(split.train, seed)
         cfg = self.ctx.cfg
+        if cfg.probe == "logistic":
+            self.chosen_c.append(self._solve_probe(self.model.head, split.train, split.val,
+                                                   cfg.classical.c_grid))
+            return None
         return _fit(self.model, self.data, split.train, split.val, self, seed, split.fold,
                     lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair)
+
+    def _solve_probe(self, head: Head, train: np.ndarray, val: np.ndarray,
+                     grid: list[float]) -> float:
+        """Make ``head`` the logistic regression of the classical baselines on its own input
+        features (C picked on ``val``, refit on ``train`` + ``val``); the chosen C."""
+        if not isinstance(head, LinearHead):
+            raise TypeError(f"probe: logistic solves a linear head, not {type(head).__name__}")
+        if self.probe_features is None:  # the encoder is frozen: one pass serves every fold
+            rows = np.arange(len(self.ctx.task))
+            step = self.ctx.cfg.train.eval_batch_size
+            reader = EncoderClassifier(self.shared_encoder, head, frozen=True)
+            with torch.no_grad():
+                self.probe_features = np.concatenate([
+                    head.features(*self._tokens(reader, rows[s:s + step])).double().numpy()
+                    for s in range(0, len(rows), step)])
+        pipeline, c = fit_with_validation(logistic_probe(grid[0]), self.probe_features,
+                                          self.ctx.task.y, train, val, grid)
+        weight, bias = logistic_as_linear(pipeline, self.ctx.task.n_classes)
+        head.set_linear(torch.as_tensor(weight, dtype=torch.float32),
+                        torch.as_tensor(bias, dtype=torch.float32))
+        return c
 
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
         """Softmax of the fitted model's logits."""
@@ -401,29 +442,41 @@ class EncoderFoldModel(FoldModel):
         origin = "checkpoint" if self.key == "pretrained" else "random init"
         mode = ("frozen encoder" + (" (tokens cached)" if self.cached else "") if self.frozen
                 else "full fine-tuning")
+        probe = {}
+        if cfg.probe == "logistic":
+            mode += ", logistic probe (C chosen on validation subjects)"
+            probe = {"chosen_C": ",".join(f"{c:g}" for c in self.chosen_c)}
         model = self.model if self.model is not None else EncoderClassifier(
             self.new_encoder(), self.new_head(0), frozen=self.frozen)
         return {"model": f"eegfm encoder ({origin})", "head": cfg.head, "spiking": cfg.spiking,
                 "mode": mode, "alignment": _alignment_text(self.align, "encoder"),
-                "params": _n_params(model), "trainable_params": _n_params(model, trainable=True)}
+                "params": _n_params(model), "trainable_params": _n_params(model, trainable=True),
+                **probe}
 
     def save(self, fits: list[FitResult]) -> str:
         """Train on every window for the median selected epoch count; save the model folder
         ``model_<tag>/``."""
         ctx, cfg, task = self.ctx, self.ctx.cfg, self.ctx.task
-        epochs = max(1, round(float(np.median([f.best_epoch for f in fits]))))
         seed = seed_of(cfg.seed, self.key, "final")
         rows = np.arange(len(task))
         model, pair = self._build(rows, seed)
-        _fit(model, self.data, rows, np.zeros(0, dtype=np.int64), self, seed, -1,
-             lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair, stop_after=epochs)
+        if cfg.probe == "logistic":
+            c = float(np.median(self.chosen_c))
+            self._solve_probe(model.head, rows, np.zeros(0, dtype=np.int64), [c])
+            fitted: dict[str, Any] = {"probe": "logistic", "C": c}
+        else:
+            epochs = max(1, round(float(np.median([f.best_epoch for f in fits]))))
+            _fit(model, self.data, rows, np.zeros(0, dtype=np.int64), self, seed, -1,
+                 lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair,
+                 stop_after=epochs)
+            fitted = {"epochs": epochs}
         path = ctx.out / f"model_{self.tag}"
         stride = ((cfg.task.stride_s or task.window_s) if cfg.task.type == "recording"
                   else task.window_s)
         save_finetuned(path, model.eval(), class_names=task.class_names, window_s=task.window_s,
                        stride_s=stride, sfreq=task.sfreq, prep_config=ctx.prep_config,
                        align=self.align,
-                       extra={"task": task.name, "model": self.key, "epochs": epochs,
+                       extra={"task": task.name, "model": self.key, **fitted,
                               "n_windows": len(task),
                               "subjects": sorted(set(task.subject.tolist()))})
         return path.name
