@@ -5,16 +5,18 @@
     python benchmarks/pretrain_study.py --out runs/study --report        # table + plot only
 
 Each cell is one pretraining run (`eegfm pretrain`): an encoder size, an objective
-(reconstruction only, + band power, + connectivity, all) and a corpus (eegmat alone, or eegmat +
-muse + the device files in one run). Its step checkpoints are kept, and at each evaluation step
-the encoder is scored downstream on eegmat rest vs arithmetic, subject-grouped 5-fold
+(reconstruction only, + band power, + connectivity, all), a corpus (eegmat alone, or eegmat +
+muse + the device files in one run) and an input scaling (`channel`: each channel its own
+robust scale, the default; `window`: one per window; `noamp`: per channel, without the
+log-amplitude embedding). Its step checkpoints are kept, and at each evaluation step the
+encoder is scored downstream on eegmat rest vs arithmetic, subject-grouped 5-fold
 (`configs/finetune/eegmat.yaml`), unaligned and subject-aligned: two frozen linear probes at
 every evaluation step (`probe`: the head trained by the fine-tuning loop; `probe-lr`: the head
 solved as the classical baselines' logistic regression, `--probe logistic`), full fine-tuning
-at the last. The same-architecture encoder from random
-initialisation (step 0) and the classical baselines (log band power + LR, tangent space + LR)
-are scored once per size on the same splits; every pretrained score is compared with random
-initialisation, paired over the 24 subjects.
+at the last. The same-architecture encoder from random initialisation (step 0) and the
+classical baselines (log band power + LR, tangent space + LR) are scored once per size on the
+same splits (a cell of another input scaling scores its own random initialisation); every
+pretrained score is compared with random initialisation, paired over the 24 subjects.
 
 Everything resumes: prep and pretraining resume by themselves, and each finished downstream
 run is a `results.json` that a rerun reuses. Every finished measurement is appended to
@@ -53,6 +55,9 @@ OBJECTIVES = {
     "all": {"bandpower_weight": 0.1, "connectivity_weight": 0.1},
 }
 CORPORA = {"eegmat": ["eegmat"], "mixed": ["eegmat", "muse", "formats"]}
+# input scalings: the encoder options of each (docs/models.md, "Inputs")
+SCALINGS = {"channel": {}, "window": {"input_scaling": "window"},
+            "noamp": {"amplitude_embedding": False}}
 # the downstream read-outs: `eegfm finetune` options of each
 MODES = {"probe": [], "probe-lr": ["--probe", "logistic"],
          "full": ["--head", "mlp", "--freeze", "false", "--train.lr", "1e-3"]}
@@ -69,12 +74,14 @@ class Cell:
     objective: str
     steps: int
     eval_steps: tuple[int, ...]
+    scaling: str = "channel"
 
     @property
     def name(self) -> str:
         """The cell's folder name, e.g. ``tiny-mixed-all-4000`` (the length is part of it: a
         run's learning-rate schedule is fixed at its first start)."""
-        return f"{self.size}-{self.corpus}-{self.objective}-{self.steps}"
+        suffix = "" if self.scaling == "channel" else f"-{self.scaling}"
+        return f"{self.size}-{self.corpus}-{self.objective}-{self.steps}{suffix}"
 
 
 def grid(long_steps: int, eval_steps: tuple[int, ...]) -> list[Cell]:
@@ -83,7 +90,9 @@ def grid(long_steps: int, eval_steps: tuple[int, ...]) -> list[Cell]:
     order = [("tiny", "eegmat", "recon"), ("tiny", "mixed", "recon"), ("tiny", "mixed", "all"),
              ("tiny", "mixed", "bandpower"), ("tiny", "mixed", "connectivity"),
              ("tiny", "eegmat", "all"), ("small", "mixed", "recon"), ("small", "mixed", "all")]
-    return [Cell(size, corpus, objective, long_steps, evals) for size, corpus, objective in order]
+    cells = [Cell(size, corpus, objective, long_steps, evals) for size, corpus, objective in order]
+    return cells + [Cell("tiny", "eegmat", "all", long_steps, evals, scaling)
+                    for scaling in SCALINGS if scaling != "channel"]
 
 
 def record(out: Path, row: dict) -> None:
@@ -136,6 +145,8 @@ def pretrain(cell: Cell, shards: dict[str, Path], out: Path) -> Path:
     every = np.gcd.reduce(cell.eval_steps)
     options = [f"--model.pretrainer.{k}={v}" for k, v in OBJECTIVES[cell.objective].items()]
     size = ["--model.encoder", f"eegfm_{cell.size}"] if cell.size != "tiny" else []
+    if SCALINGS[cell.scaling]:
+        size += ["--model.encoder_overrides", json.dumps(SCALINGS[cell.scaling])]
     run(eegfm("pretrain", "--config", str(CONFIG[cell.size]),
               "--data", *[str(shards[c]) for c in CORPORA[cell.corpus]],
               "--run_dir", str(run_dir), "--trainer.max_steps", str(cell.steps),
@@ -210,7 +221,8 @@ def measure(out: Path, cells: list[Cell], shards: dict[str, Path], modes: list[s
                         or (cell.name, step, mode, "pretrained") in done):
                     continue
                 encoder = encoder_at(run_dir, step, out / "encoders" / cell.name / f"{step}")
-                results = downstream(out, shards, f"{cell.name}-{step}-{mode}", "pretrained",
+                models = "pretrained" if cell.scaling == "channel" else "pretrained,random_init"
+                results = downstream(out, shards, f"{cell.name}-{step}-{mode}", models,
                                      encoder, mode)
                 for model, per_subject in scores(results):
                     record(out, {"cell": cell.name, "size": cell.size, "corpus": cell.corpus,
@@ -227,14 +239,18 @@ def mean(per_subject: dict[str, float]) -> float:
 def report(out: Path) -> str:
     """OUT/study.md (table, paired statistics against random init) and OUT/study.png."""
     rows = recorded(out)
+    # a cell's own random init (same input scaling) where it has one, else its size's
     random = {(r["size"], r["mode"], r["model"].replace("random_init", "")): r["per_subject"]
-              for r in rows if r["model"].startswith("random_init")}
+              for r in rows if r["model"].startswith("random_init") and r["step"] == 0}
+    own = {(r["cell"], r["step"], r["mode"], r["model"].replace("random_init", "")):
+           r["per_subject"] for r in rows if r["model"].startswith("random_init") and r["step"]}
     lines = ["| cell | step | mode | model | balanced accuracy | − random init (95 % CI), p |",
              "|---|---|---|---|---|---|"]
     for r in rows:
         suffix = r["model"].removeprefix("pretrained")
-        ref = random.get((r["size"], r["mode"], suffix)) if r["model"].startswith("pretrained") \
-            else None
+        ref = own.get((r["cell"], r["step"], r["mode"], suffix),
+                      random.get((r["size"], r["mode"], suffix))) \
+            if r["model"].startswith("pretrained") else None
         versus = ""
         if ref is not None:
             c = paired_comparison(r["per_subject"], ref)

@@ -21,8 +21,9 @@ def robust_scale(
     *,
     scale_floor_uv: float = 0.1,
     clip: float = 20.0,
+    per: str = "channel",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-channel robust normalisation of a window: ``(x - median) / (1.4826 * MAD)``, clipped.
+    """Robust normalisation of a window: ``(x - median) / (1.4826 * MAD)``, clipped.
 
     Parameters
     ----------
@@ -30,6 +31,9 @@ def robust_scale(
     valid : (B, C) bool; invalid channels (padding, NaN coordinates) come out as exact zeros.
     scale_floor_uv : lower bound on the scale: a flat channel gives zeros, not a blow-up.
     clip : normalised samples are clamped to ``[-clip, clip]`` so one artefact cannot dominate.
+    per : ``"channel"``: each channel its own scale (the default); ``"window"``: one scale per
+        window, the median of its valid channels' scales, so the channels' relative amplitudes
+        survive. The median is removed per channel either way.
 
     Returns
     -------
@@ -40,7 +44,14 @@ def robust_scale(
         x_safe = torch.where(valid[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
         center = x_safe.median(dim=-1).values
         mad = (x_safe - center[..., None]).abs().median(dim=-1).values
-        scale = (MAD_TO_STD * mad).clamp_min(scale_floor_uv)
+        scale = MAD_TO_STD * mad
+        if per == "window":
+            nan = torch.full((), float("nan"), dtype=scale.dtype, device=scale.device)
+            shared = torch.where(valid, scale, nan).nanmedian(dim=-1, keepdim=True).values
+            scale = shared.expand_as(scale)
+        elif per != "channel":
+            raise ValueError(f"input scaling per {per!r}: choose 'channel' or 'window'")
+        scale = scale.clamp_min(scale_floor_uv)
         scale = torch.where(valid, scale, torch.ones_like(scale))
     x_norm = ((x_safe - center[..., None]) / scale[..., None]).clamp(-clip, clip)
     x_norm = torch.where(valid[..., None], x_norm, torch.zeros_like(x_norm))

@@ -118,6 +118,7 @@ class EEGEncoder(
         amplitude_embedding: bool = True,
         scale_floor_uv: float = 0.1,
         clip: float = 20.0,
+        input_scaling: str = "channel",
         drop_rate: float = 0.0,
         attn_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
@@ -127,6 +128,9 @@ class EEGEncoder(
         self._config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if knn_k < 1:
             raise ValueError(f"knn_k={knn_k} must be >= 1")
+        if input_scaling not in ("channel", "window"):
+            raise ValueError(f"input_scaling={input_scaling!r}: choose 'channel' (each channel "
+                             "its own robust scale) or 'window' (one per window)")
         self.embed_dim = embed_dim
         self.patch_len = patch_len
         self.sfreq = float(sfreq)
@@ -138,6 +142,7 @@ class EEGEncoder(
         self.knn_block = knn_block
         self.scale_floor_uv = scale_floor_uv
         self.clip = clip
+        self.input_scaling = input_scaling
 
         self.patch_embed = PatchEmbedding(
             patch_len,
@@ -265,7 +270,7 @@ class EEGEncoder(
             bipolar = valid & torch.isfinite(ref_coords).all(dim=-1)
             ref_m = torch.where(bipolar[..., None], ref_coords, coords_m)
         x_norm, center, scale = robust_scale(
-            x, valid, scale_floor_uv=self.scale_floor_uv, clip=self.clip
+            x, valid, scale_floor_uv=self.scale_floor_uv, clip=self.clip, per=self.input_scaling
         )
         electrode = self.electrode_embed(coords_m, ref_m, bipolar)
         # a bipolar channel sits at the midpoint of its two electrodes for distances/neighbours

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
-from eegmat_shards import link_files
+from eegmat_shards import link_files, prep_eegmat_subjects
 
 from eegfm.data.tasks import build_task_set
 from eegfm.models import create_model
@@ -66,3 +67,34 @@ def test_one_window_reaches_the_encoder_alike_in_pretraining_finetuning_and_pred
     expected = ((x - median) / mad.clamp_min(encoder.scale_floor_uv)).clamp(-encoder.clip,
                                                                               encoder.clip)
     torch.testing.assert_close(scaled[1].x_norm[0], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_window_scaling_shares_one_robust_scale_per_window(tmp_path_factory,
+                                                            eegmat_dir: Path) -> None:
+    """``input_scaling='window'``: each channel's median removed, every valid channel divided
+    by the median of the valid channels' 1.4826 x MAD; padded channels stay zero."""
+    task = build_task_set(load_finetune_config(EEGMAT_TASK).task,
+                          prep_eegmat_subjects(tmp_path_factory, eegmat_dir, ["00"]),
+                          multiple_of=200, progress=False)
+    x, coords = torch.from_numpy(task.x[:4]), torch.from_numpy(task.coords[:4])
+    mask = torch.ones(x.shape[:2], dtype=torch.bool)
+    mask[1, 15:] = False  # padding: left out of the shared scale
+    encoder = create_model("eegfm_tiny", input_scaling="window")
+    inputs = encoder.prepare(x, coords, mask)
+    for row in range(4):
+        real = x[row][mask[row]].double()
+        median = real.median(dim=1, keepdim=True).values
+        mad = 1.4826 * (real - median).abs().median(dim=1).values
+        shared = mad.median() if len(mad) % 2 else mad.sort().values[len(mad) // 2 - 1]
+        expected = ((real - median) / shared).clamp(-encoder.clip, encoder.clip)
+        torch.testing.assert_close(inputs.x_norm[row][mask[row]].double(), expected,
+                                   rtol=1e-5, atol=1e-5)
+        assert (inputs.x_norm[row][~mask[row]] == 0).all()
+        torch.testing.assert_close(inputs.scale[row][mask[row]].double(),
+                                   shared.expand(int(mask[row].sum())), rtol=1e-6, atol=0)
+    # the channels' relative amplitudes survive (they are gone under per-channel scaling)
+    per_channel = create_model("eegfm_tiny").prepare(x, coords, mask).x_norm
+    ratio = inputs.x_norm[0].std(dim=1) / per_channel[0].std(dim=1)
+    assert ratio.max() / ratio.min() > 1.5
+    with pytest.raises(ValueError, match="input_scaling='unit'"):
+        create_model("eegfm_tiny", input_scaling="unit")
