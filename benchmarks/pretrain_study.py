@@ -13,7 +13,8 @@ encoder is scored downstream on eegmat rest vs arithmetic, subject-grouped 5-fol
 (`configs/finetune/eegmat.yaml`), unaligned and subject-aligned: two frozen linear probes at
 every evaluation step (`probe`: the head trained by the fine-tuning loop; `probe-lr`: the head
 solved as the classical baselines' logistic regression, `--probe logistic`), full fine-tuning
-at the last. The same-architecture encoder from random initialisation (step 0) and the
+at the last (`full`: attention-pool head; `lpft`: every weight fine-tuned from the solved
+probe, LP-FT). The same-architecture encoder from random initialisation (step 0) and the
 classical baselines (log band power + LR, tangent space + LR) are scored once per size on the
 same splits (a cell of another input scaling scores its own random initialisation); every
 pretrained score is compared with random initialisation, paired over the 24 subjects.
@@ -59,8 +60,12 @@ CORPORA = {"eegmat": ["eegmat"], "mixed": ["eegmat", "muse", "formats"]}
 SCALINGS = {"channel": {}, "window": {"input_scaling": "window"},
             "noamp": {"amplitude_embedding": False}}
 # the downstream read-outs: `eegfm finetune` options of each
-MODES = {"probe": [], "probe-lr": ["--probe", "logistic"],
-         "full": ["--head", "mlp", "--freeze", "false", "--train.lr", "1e-3"]}
+MODES = {"probe": ["--probe", "gradient"], "probe-lr": ["--probe", "logistic"],
+         "full": ["--head", "mlp", "--freeze", "false", "--probe", "gradient",
+                  "--train.lr", "1e-3"],
+         "lpft": ["--head", "linear", "--freeze", "false", "--probe", "logistic",
+                  "--train.lr", "1e-3"]}
+FINAL = ("full", "lpft")  # read-outs that fine-tune the encoder: scored at a cell's last step
 ALIGN = "none,euclidean"
 QUICK: list[str] = []  # --quick: one fold, two epochs (checks the pipeline, measures nothing)
 
@@ -217,7 +222,7 @@ def measure(out: Path, cells: list[Cell], shards: dict[str, Path], modes: list[s
         run_dir = pretrain(cell, shards, out)
         for step in cell.eval_steps:
             for mode in modes:
-                if ((mode == "full" and step != cell.steps)
+                if ((mode in FINAL and step != cell.steps)
                         or (cell.name, step, mode, "pretrained") in done):
                     continue
                 encoder = encoder_at(run_dir, step, out / "encoders" / cell.name / f"{step}")
@@ -273,7 +278,7 @@ def _plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    probes = [m for m in MODES if m != "full" and any(r["mode"] == m for r in rows)]
+    probes = [m for m in MODES if m not in FINAL and any(r["mode"] == m for r in rows)]
     fig, grid = plt.subplots(len(probes), 2, figsize=(11, 4 * len(probes)), sharey=True,
                              squeeze=False)
     for axes, probe in zip(grid, probes, strict=True):

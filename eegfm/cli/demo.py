@@ -5,6 +5,7 @@
 
 1. prep the source into coordinate-tagged shards (`eegfm prep`),
 2. pretrain the tiny encoder briefly on them (`eegfm pretrain`, configs/pretrain/tiny.yaml),
+   or, with `--pretrained weights/eegfm_tiny`, take the released encoder instead,
 3. fine-tune it with a cross-subject protocol next to the baselines (`eegfm finetune`,
    configs/finetune/eegmat.yaml or moabb.yaml), and print the table.
 
@@ -54,6 +55,9 @@ class DemoConfig:
     """Seed of every stage."""
     pretrain_steps: int = 300
     """Pretraining steps."""
+    pretrained: str | None = None
+    """An encoder to fine-tune instead of pretraining one (a model folder such as the released
+    weights/eegfm_tiny); the demo then runs prep and fine-tuning only."""
     finetune_config: str | None = None
     """Fine-tuning YAML (None: configs/finetune/eegmat.yaml for a folder, moabb.yaml for
     moabb:)."""
@@ -158,12 +162,19 @@ def _run(args: DemoConfig) -> int:
         overrides["cache_dir"] = str(out / "moabb")
     finetune_cfg = resolve_config(finetune_yaml, **overrides)
 
+    if args.pretrained is not None and not is_model_folder(args.pretrained):
+        raise FileNotFoundError(f"--pretrained {args.pretrained}: not a model folder "
+                                "(config.json + model.safetensors)")
     log.info(f"[1/3] prep {args.source}")
     shard_dir = prepare_shards(args.source, out, finetune_cfg, args.progress)
-    log.info(f"[2/3] pretrain eegfm_tiny for {args.pretrain_steps} steps")
-    device = [f"--trainer.{k}={v}" for k, v in (("accelerator", args.accelerator),
-              ("devices", args.devices), ("precision", args.precision)) if v is not None]
-    encoder = pretrain(shard_dir, out, args.seed, args.pretrain_steps, device)
+    if args.pretrained is not None:
+        log.info(f"[2/3] pretraining skipped: fine-tuning {args.pretrained}")
+        encoder = Path(args.pretrained)
+    else:
+        log.info(f"[2/3] pretrain eegfm_tiny for {args.pretrain_steps} steps")
+        device = [f"--trainer.{k}={v}" for k, v in (("accelerator", args.accelerator),
+                  ("devices", args.devices), ("precision", args.precision)) if v is not None]
+        encoder = pretrain(shard_dir, out, args.seed, args.pretrain_steps, device)
     log.info(f"[3/3] fine-tune ({finetune_cfg.protocol}, head {finetune_cfg.head}) with baselines")
     data = args.source if moabb else str(shard_dir)
     results = run_finetune(resolve_config(finetune_yaml, **overrides, data=data,

@@ -23,3 +23,12 @@ def test_folder_without_recordings_is_named(tmp_path: Path,
     err = capsys.readouterr().err
     assert err.startswith("eegfm demo: ") and "no recordings found in" in err
     assert not (tmp_path / "out" / "pretrain").exists(), "nothing trained"
+
+
+def test_pretrained_that_is_not_a_model_folder_is_named(tmp_path: Path, eegmat_dir: Path,
+                                                       capsys: pytest.CaptureFixture) -> None:
+    code = main(["--source", str(eegmat_dir), "--out", str(tmp_path / "out"),
+                 "--pretrained", str(tmp_path / "no-encoder"), "--progress", "false"])
+    assert code == 2
+    assert "no-encoder: not a model folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists(), "checked before prep"

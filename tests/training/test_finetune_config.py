@@ -26,6 +26,14 @@ def test_overrides_and_head_defaults(tmp_path: Path):
     assert config.frozen is False  # mlp fine-tunes by default
     assert load_finetune_config(path, freeze=True).frozen is True
     assert load_finetune_config(None, head="linear").frozen is True
+    # probe: logistic solves a frozen, non-spiking linear head; other heads train by the loop
+    assert load_finetune_config(None, probe="logistic").solved_probe is True
+    for other in ({"head": "mlp"}, {"freeze": False}, {"spiking": "lif"}):
+        assert load_finetune_config(None, probe="logistic", **other).solved_probe is False
+    assert load_finetune_config(None).solved_probe is False
+    # freeze false: the solved head starts full fine-tuning (LP-FT)
+    assert load_finetune_config(None, probe="logistic", freeze=False).solves_head is True
+    assert load_finetune_config(None, probe="logistic", head="mlp").solves_head is False
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -36,9 +44,6 @@ def test_overrides_and_head_defaults(tmp_path: Path):
     ("models: [pretrained, lstm]\n", "unknown ['lstm']"),
     ("head: transformer\n", "head: expected one of"),
     ("task: {label_from: filename}\n", "task.pattern is needed"),
-    ("probe: logistic\nhead: mlp\n", "probe: logistic solves a frozen, non-spiking linear"),
-    ("probe: logistic\nspiking: lif\n", "probe: logistic solves a frozen, non-spiking linear"),
-    ("probe: logistic\nfreeze: false\n", "probe: logistic solves a frozen, non-spiking"),
 ])
 def test_bad_configs_name_the_key(tmp_path: Path, text: str, message: str):
     path = tmp_path / "bad.yaml"

@@ -173,6 +173,27 @@ def test_logistic_probe_is_the_classical_lr_on_the_frozen_features(tmp_path: Pat
                                direct.predict_proba(scaler.transform(z)), atol=1e-4)
 
 
+def test_lp_ft_starts_full_fine_tuning_from_the_solved_probe(tmp_path: Path, shards: Path,
+                                                             checkpoint: Path):
+    frozen = run_finetune(config(tmp_path / "probe", shards, checkpoint=str(checkpoint),
+                                 models=["pretrained"], probe="logistic", save_model=False))
+    # with a vanishing learning rate, LP-FT's one epoch leaves the solved probe as it was
+    lpft = run_finetune(config(tmp_path / "lpft", shards, checkpoint=str(checkpoint),
+                               models=["pretrained"], probe="logistic", freeze=False,
+                               train={"epochs": 1, "batch_size": 32, "threads": 1,
+                                      "lr": 1e-12}))
+    info = lpft["models"]["pretrained"]["info"]
+    assert info["mode"] == "full fine-tuning from the solved logistic probe (LP-FT)"
+    assert info["chosen_C"] == frozen["models"]["pretrained"]["info"]["chosen_C"]
+    assert info["trainable_params"] == info["params"]
+    assert "learning_curves" in lpft["models"]["pretrained"]
+    p_frozen, p_lpft = (pd.read_csv(tmp_path / run / "predictions.csv")["p_arithmetic"]
+                        for run in ("probe", "lpft"))
+    np.testing.assert_allclose(p_lpft, p_frozen, atol=1e-4)
+    _, meta = load_finetuned(tmp_path / "lpft" / "model_pretrained")
+    assert meta["extra"]["probe"] == "logistic" and meta["extra"]["epochs"] == 1
+
+
 def test_mlp_fine_tuning_updates_the_encoder(tmp_path: Path, shards: Path, checkpoint: Path):
     results = run_finetune(config(tmp_path, shards, checkpoint=str(checkpoint), head="mlp",
                                   models=["pretrained"], max_folds=1,

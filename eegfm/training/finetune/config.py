@@ -192,8 +192,10 @@ class FinetuneConfig:
     freeze: bool | None = None
     """Freeze the encoder; null: the head's default (linear, shared_routed frozen; mlp not)."""
     probe: Literal["gradient", "logistic"] = "gradient"
-    """Frozen linear head: trained by the loop (train.*), or solved as a logistic regression on
-    the standardised features, C picked on the validation subjects (classical.c_grid)."""
+    """A non-spiking linear head is trained by the loop (gradient, train.*) or solved as a
+    logistic regression on the standardised features, C picked on the validation subjects
+    (logistic, classical.c_grid): the whole model when frozen, the start of full fine-tuning
+    (LP-FT) with freeze false. Other heads always train by the loop."""
     augment: Options = field(default_factory=dict)
     """make_view_augmenter options (training-time augmentation)."""
     protocol: Literal["loso", "kfold", "within", "split"] = "loso"
@@ -252,12 +254,19 @@ class FinetuneConfig:
         if self.max_folds is not None and self.max_folds < 1:
             raise ConfigError(f"max_folds must be at least 1 (or null for every fold), got "
                               f"{self.max_folds}")
-        if self.probe == "logistic" and not (self.head == "linear" and self.frozen
-                                              and self.spiking == "none"):
-            raise ConfigError("probe: logistic solves a frozen, non-spiking linear head; got "
-                              f"head {self.head}, freeze {self.freeze}, spiking {self.spiking}")
         if self.n_bootstrap < 100:
             raise ConfigError(f"n_bootstrap must be at least 100, got {self.n_bootstrap}")
+
+    @property
+    def solves_head(self) -> bool:
+        """Whether the head is first solved as a logistic regression (``probe: logistic`` on a
+        non-spiking linear head)."""
+        return self.probe == "logistic" and self.head == "linear" and self.spiking == "none"
+
+    @property
+    def solved_probe(self) -> bool:
+        """Whether the solved head is the whole fit (frozen encoder: nothing left to train)."""
+        return self.solves_head and self.frozen
 
     @property
     def frozen(self) -> bool:

@@ -340,30 +340,32 @@ class EncoderFoldModel(FoldModel):
         return model, pair
 
     def fit(self, split: Split, seed: int) -> FitResult | None:
-        """Head (and encoder unless frozen) trained on the split's training windows; a
-        ``logistic`` probe is solved instead (C picked on the validation windows)."""
+        """Head (and encoder unless frozen) trained on the split's training windows; with
+        ``probe: logistic`` the head is first solved (C picked on the validation windows),
+        which is the whole fit when the encoder is frozen."""
         self.model, pair = self._build(split.train, seed)
         cfg = self.ctx.cfg
-        if cfg.probe == "logistic":
-            self.chosen_c.append(self._solve_probe(self.model.head, split.train, split.val,
+        if cfg.solves_head:
+            self.chosen_c.append(self._solve_probe(self.model, split.train, split.val,
                                                    cfg.classical.c_grid))
-            return None
+            if cfg.solved_probe:
+                return None
         return _fit(self.model, self.data, split.train, split.val, self, seed, split.fold,
                     lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair)
 
-    def _solve_probe(self, head: Head, train: np.ndarray, val: np.ndarray,
+    def _solve_probe(self, model: EncoderClassifier, train: np.ndarray, val: np.ndarray,
                      grid: list[float]) -> float:
-        """Make ``head`` the logistic regression of the classical baselines on its own input
-        features (C picked on ``val``, refit on ``train`` + ``val``); the chosen C."""
+        """Make the model's head the logistic regression of the classical baselines on its own
+        input features (C picked on ``val``, refit on ``train`` + ``val``); the chosen C."""
+        head = model.head
         if not isinstance(head, LinearHead):
             raise TypeError(f"probe: logistic solves a linear head, not {type(head).__name__}")
-        if self.probe_features is None:  # the encoder is frozen: one pass serves every fold
+        if self.probe_features is None:  # every fit starts from the same encoder: one pass
             rows = np.arange(len(self.ctx.task))
             step = self.ctx.cfg.train.eval_batch_size
-            reader = EncoderClassifier(self.shared_encoder, head, frozen=True)
             with torch.no_grad():
                 self.probe_features = np.concatenate([
-                    head.features(*self._tokens(reader, rows[s:s + step])).double().numpy()
+                    head.features(*self._tokens(model, rows[s:s + step])).double().numpy()
                     for s in range(0, len(rows), step)])
         pipeline, c = fit_with_validation(logistic_probe(grid[0]), self.probe_features,
                                           self.ctx.task.y, train, val, grid)
@@ -443,8 +445,9 @@ class EncoderFoldModel(FoldModel):
         mode = ("frozen encoder" + (" (tokens cached)" if self.cached else "") if self.frozen
                 else "full fine-tuning")
         probe = {}
-        if cfg.probe == "logistic":
-            mode += ", logistic probe (C chosen on validation subjects)"
+        if cfg.solves_head:
+            mode += (", logistic probe (C chosen on validation subjects)" if self.frozen else
+                     " from the solved logistic probe (LP-FT)")
             probe = {"chosen_C": ",".join(f"{c:g}" for c in self.chosen_c)}
         model = self.model if self.model is not None else EncoderClassifier(
             self.new_encoder(), self.new_head(0), frozen=self.frozen)
@@ -460,16 +463,17 @@ class EncoderFoldModel(FoldModel):
         seed = seed_of(cfg.seed, self.key, "final")
         rows = np.arange(len(task))
         model, pair = self._build(rows, seed)
-        if cfg.probe == "logistic":
+        fitted: dict[str, Any] = {}
+        if cfg.solves_head:
             c = float(np.median(self.chosen_c))
-            self._solve_probe(model.head, rows, np.zeros(0, dtype=np.int64), [c])
-            fitted: dict[str, Any] = {"probe": "logistic", "C": c}
-        else:
+            self._solve_probe(model, rows, np.zeros(0, dtype=np.int64), [c])
+            fitted = {"probe": "logistic", "C": c}
+        if not cfg.solved_probe:
             epochs = max(1, round(float(np.median([f.best_epoch for f in fits]))))
             _fit(model, self.data, rows, np.zeros(0, dtype=np.int64), self, seed, -1,
                  lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair,
                  stop_after=epochs)
-            fitted = {"epochs": epochs}
+            fitted["epochs"] = epochs
         path = ctx.out / f"model_{self.tag}"
         stride = ((cfg.task.stride_s or task.window_s) if cfg.task.type == "recording"
                   else task.window_s)

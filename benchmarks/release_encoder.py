@@ -1,0 +1,174 @@
+"""Release one encoder of the pretraining study as `eegfm/weights/<name>/` (`weights/` at the
+repository root links there), with a model card built from the study's own measurements.
+
+    python benchmarks/release_encoder.py --study runs/study --cell tiny-eegmat-all-12000 \
+        --step 12000 --name eegfm_tiny
+
+The folder is the model-folder format of `eegfm.model_folder` (config.json + model.safetensors,
+float16 only above 10 MB), so `eegfm.from_pretrained("weights/eegfm_tiny")`,
+`create_model("eegfm_tiny", pretrained=True)`, `eegfm finetune --checkpoint weights/eegfm_tiny`
+and `eegfm demo --pretrained weights/eegfm_tiny` read it. The card (README.md) states the data
+and its hours, the steps, the objective, the command that pretrained it, and every downstream
+figure the study recorded for that step, with the classical baselines beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from eegfm.evaluation.statistics import paired_comparison
+from eegfm.models import create_model
+from eegfm.shards import read_manifest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import pretrain_study as study  # noqa: E402  (the study's cells, corpora and objectives)
+
+
+def corpus_hours(shard_dirs: list[Path]) -> dict[str, float]:
+    """Hours of recording per shard directory."""
+    return {d.name: sum(e.duration_s for e in read_manifest(d)) / 3600 for d in shard_dirs}
+
+
+def downstream_table(rows: list[dict], cell: str, size: str, step: int) -> str:
+    """The study's figures of ``cell`` at ``step`` and the baselines of its size, as Markdown."""
+    reference = {(r["mode"], r["model"].replace("random_init", "")): r["per_subject"]
+                 for r in rows if r["size"] == size and r["step"] == 0
+                 and r["model"].startswith("random_init")}
+    lines = ["| read-out | model | balanced accuracy | − random init (95 % CI), Wilcoxon p |",
+             "|---|---|---|---|"]
+    for r in rows:
+        if r["cell"] == cell and r["step"] == step and r["model"].startswith("pretrained"):
+            ref = reference.get((r["mode"], r["model"].removeprefix("pretrained")))
+            versus = ""
+            if ref is not None:
+                c = paired_comparison(r["per_subject"], ref)
+                versus = (f"{c['mean_difference']:+.3f} ({c['ci95'][0]:+.3f}, "
+                          f"{c['ci95'][1]:+.3f}), p {c['wilcoxon_p']:.2g}")
+            lines.append(f"| {r['mode']} | {r['model']} | {study.mean(r['per_subject']):.3f} | "
+                         f"{versus} |")
+    for r in rows:
+        if r["size"] == size and r["step"] == 0:
+            lines.append(f"| {r['mode']} | {r['model']} | {study.mean(r['per_subject']):.3f} | "
+                         "|")
+    return "\n".join(lines)
+
+
+CARD = """---
+library_name: eegfm
+license: bsd-3-clause
+tags: [eeg, eegfm, foundation-model]
+---
+
+# {name}: eegfm encoder pretrained on {corpus_text}
+
+A spatially guided EEG transformer (`{size}`, {n_params:,} parameters) whose electrode
+embedding is computed from 3-D electrode positions, so it reads any montage. Masked
+pretraining with neuro-statistics targets (issue #15, `docs/pretrain.md`).
+
+```python
+import eegfm
+encoder = eegfm.from_pretrained("weights/{name}")   # or create_model("{name}", pretrained=True)
+```
+
+    eegfm finetune --config configs/finetune/eegmat.yaml --data SHARDS --checkpoint weights/{name}
+    eegfm demo --source ../shared/eeg/eegmat --pretrained weights/{name}
+
+## Pretraining
+
+- data: {data_text} ({hours:.1f} h in all, prepped with the default `eegfm prep`)
+- steps: {step:,} (of a {steps:,}-step cosine schedule), batch 8 windows of 4 s, on a 2-core CPU
+- objective: masked reconstruction{objective_text}
+- input: µV at 200 Hz, electrode positions in metres; {scaling}
+- command: `{command}`
+- study cell: `{cell}` of `benchmarks/pretrain_study.py` (`docs/benchmarks.md`, "Pretraining
+  study")
+
+## Downstream (eegmat rest vs mental arithmetic, 24 subjects, subject-grouped 5-fold)
+
+Balanced accuracy, mean over subjects; *aligned*: Euclidean alignment of each subject's windows
+(covariance re-centring for tangent space, per-subject standardisation of band powers).
+`probe-lr`: frozen encoder, the linear head solved as logistic regression with C picked on the
+validation subjects (`--probe logistic`, the classical baselines' classifier); `probe`: the
+same head trained by the fine-tuning loop; `full`: every weight fine-tuned with an
+attention-pool head. Paired over subjects against the same architecture from random
+initialisation.
+
+{table}
+
+{verdict}
+
+The subjects of eegmat in `../shared` (00–23) are the ones pretraining saw, unlabelled: these
+figures measure what pretraining on a cohort does for decoding that cohort's held-out subjects,
+not transfer to people the encoder never saw.
+"""
+
+
+def main() -> None:
+    """Write the released folder and its card."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--study", type=Path, default=Path("runs/study"))
+    parser.add_argument("--cell", required=True, help="a study cell, e.g. tiny-eegmat-all-12000")
+    parser.add_argument("--step", type=int, required=True, help="the cell's checkpoint step")
+    parser.add_argument("--name", required=True, help="registry name, e.g. eegfm_tiny")
+    parser.add_argument("--out", type=Path, default=REPO / "eegfm" / "weights")
+    args = parser.parse_args()
+
+    parts = args.cell.split("-")
+    steps = int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 0
+    cells = {c.name: c for c in study.grid(steps, (args.step,))} if steps else {}
+    if args.cell not in cells:
+        sys.exit(f"release_encoder: unknown cell {args.cell!r}")
+    cell = cells[args.cell]
+    source = args.study / "encoders" / cell.name / str(args.step)
+    if not (source / "config.json").is_file():
+        sys.exit(f"release_encoder: {source}: no encoder of that step (run the study first)")
+    encoder = create_model(args.name, checkpoint_path=source,
+                           **study.SCALINGS[cell.scaling])  # checks the architecture
+    rows = study.recorded(args.study)
+    corpus = study.CORPORA[cell.corpus]
+    hours = corpus_hours([args.study / "shards" / c for c in corpus])
+    objective = study.OBJECTIVES[cell.objective]
+    scaling = encoder.preprocessing["scaling"]
+    command = ("eegfm pretrain --config configs/pretrain/tiny.yaml --data "
+               + " ".join(f"SHARDS/{c}" for c in corpus)
+               + f" --trainer.max_steps {cell.steps}"
+               + "".join(f" --model.pretrainer.{k}={v}" for k, v in objective.items())
+               + ("" if not study.SCALINGS[cell.scaling] else
+                  f" --model.encoder_overrides '{json.dumps(study.SCALINGS[cell.scaling])}'"))
+    probe = {r["model"]: study.mean(r["per_subject"]) for r in rows
+             if r["cell"] == cell.name and r["step"] == args.step and r["mode"] == "probe-lr"}
+    best = {aligned: max(study.mean(r["per_subject"]) for r in rows
+                         if r["size"] == cell.size and r["step"] == 0
+                         and r["model"].startswith(("band", "tangent"))
+                         and r["model"].endswith("(aligned)") == aligned)
+            for aligned in (False, True)}
+    verdict = "Against the best classical baseline of the same report (frozen `probe-lr`): " + \
+        "; ".join(f"{'aligned' if a else 'unaligned'} {probe.get(m, float('nan')):.3f} vs "
+                  f"{best[a]:.3f} ({'met' if probe.get(m, 0) >= best[a] else 'not met'})"
+                  for a, m in ((False, "pretrained"), (True, "pretrained (aligned)"))) + "."
+    folder = args.out / args.name
+    encoder.save_pretrained(folder, half=None, extra={
+        "study_cell": cell.name, "global_step": args.step, "corpus": corpus,
+        "corpus_hours": {k: round(v, 2) for k, v in hours.items()}, "objective": objective,
+        "command": command})
+    card = CARD.format(
+        name=args.name, size=args.name, n_params=sum(p.numel() for p in encoder.parameters()),
+        corpus_text=" + ".join(corpus), hours=sum(hours.values()),
+        data_text=", ".join(f"{k} {v:.1f} h" for k, v in hours.items()),
+        step=args.step, steps=cell.steps, cell=cell.name, command=command, scaling=scaling,
+        objective_text="".join(f" + {k.removesuffix('_weight')} (weight {v})"
+                               for k, v in objective.items()),
+        table=downstream_table(rows, cell.name, cell.size, args.step), verdict=verdict)
+    (folder / "README.md").write_text(card)
+    print(f"released {folder} ({np.round(sum(hours.values()), 1)} h, step {args.step})")
+    print(verdict)
+
+
+if __name__ == "__main__":
+    main()
