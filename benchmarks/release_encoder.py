@@ -152,11 +152,16 @@ def main() -> None:
         "; ".join(f"{'aligned' if a else 'unaligned'} {probe.get(m, float('nan')):.3f} vs "
                   f"{best[a]:.3f} ({'met' if probe.get(m, 0) >= best[a] else 'not met'})"
                   for a, m in ((False, "pretrained"), (True, "pretrained (aligned)"))) + "."
+    figures: dict[str, dict[str, float]] = {}  # what tests/models/test_released_weights.py reruns
+    for r in rows:
+        if (r["cell"] == cell.name and r["step"] == args.step) or (
+                r["size"] == cell.size and r["step"] == 0):
+            figures.setdefault(r["mode"], {})[r["model"]] = round(study.mean(r["per_subject"]), 4)
     folder = args.out / args.name
     encoder.save_pretrained(folder, half=None, extra={
         "study_cell": cell.name, "global_step": args.step, "corpus": corpus,
         "corpus_hours": {k: round(v, 2) for k, v in hours.items()}, "objective": objective,
-        "command": command})
+        "command": command, "eegmat_5fold_balanced_accuracy": figures})
     card = CARD.format(
         name=args.name, size=args.name, n_params=sum(p.numel() for p in encoder.parameters()),
         corpus_text=" + ".join(corpus), hours=sum(hours.values()),

@@ -182,9 +182,9 @@ class EEGEncoder(
             "input_unit": "uV",
             "coords": "metres, MNE head frame",
             "max_window_s": max_patches * patch_len / self.sfreq,
-            "scaling": ("inside the encoder: median removed per channel, divided by 1.4826 MAD "
-                        + ("per channel and window" if input_scaling == "channel" else
-                           "(the median over the window's channels)")),
+            "scaling": ("inside the encoder: per channel and window, median / (1.4826 MAD)"
+                        if input_scaling == "channel" else "inside the encoder: per channel, "
+                        "median / (1.4826 MAD, the median over the window's channels)"),
         }
 
     def save_pretrained(

@@ -1,0 +1,62 @@
+"""The encoder released under weights/ (issue #15): it loads by every documented route, its
+folder says where it came from, and the downstream figures its model card states reproduce."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from eegmat_shards import prep_eegmat_subjects
+
+from eegfm.checkpoint import from_pretrained
+from eegfm.configs import config_path
+from eegfm.models import create_model
+from eegfm.models.registry import released_models
+from eegfm.training.finetune.runner import resolve_config, run_finetune
+
+REPO = Path(__file__).resolve().parents[2]
+WEIGHTS = REPO / "weights" / "eegfm_tiny"
+
+
+@pytest.fixture(scope="module")
+def extra() -> dict:
+    """The provenance and figures the release wrote into config.json."""
+    return json.loads((WEIGHTS / "config.json").read_text())["extra"]
+
+
+def test_the_released_encoder_loads_by_every_route(extra: dict) -> None:
+    assert "eegfm_tiny" in released_models()
+    assert (REPO / "weights").resolve() == (REPO / "eegfm" / "weights").resolve()
+    released = create_model("eegfm_tiny", pretrained=True)
+    folder = from_pretrained(WEIGHTS)
+    for key, value in folder.state_dict().items():
+        torch.testing.assert_close(released.state_dict()[key], value, rtol=0, atol=0)
+    assert json.loads((WEIGHTS / "config.json").read_text())["weights_dtype"] == "float32"
+    for key in ("study_cell", "global_step", "corpus", "corpus_hours", "objective", "command"):
+        assert extra[key], key
+    card = (WEIGHTS / "README.md").read_text()
+    figures = extra["eegmat_5fold_balanced_accuracy"]["probe-lr"]
+    for model in ("pretrained", "pretrained (aligned)"):
+        assert f"| probe-lr | {model} | {figures[model]:.3f} |" in card
+    assert f"{extra['global_step']:,}" in card and extra["command"] in card
+
+
+def test_the_model_cards_frozen_probe_figures_reproduce(tmp_path_factory, eegmat_dir: Path,
+                                                        extra: dict) -> None:
+    """`eegfm finetune` with configs/finetune/eegmat.yaml on the 24 subjects of ../shared gives
+    the card's frozen-probe figures, and, aligned, at least tangent space + LR's."""
+    shards = prep_eegmat_subjects(tmp_path_factory, eegmat_dir, [f"{i:02d}" for i in range(24)])
+    results = run_finetune(resolve_config(
+        config_path("finetune", "eegmat.yaml"), data=str(shards), checkpoint=str(WEIGHTS),
+        models=["pretrained", "tangent_lr"], out=str(tmp_path_factory.mktemp("release")),
+        save_model=False, progress=False, n_bootstrap=100))
+    score = {name: entry["summary"]["balanced_accuracy"]["mean"]
+             for name, entry in results["models"].items()}
+    recorded = extra["eegmat_5fold_balanced_accuracy"]
+    for name in ("pretrained", "pretrained (aligned)"):
+        assert score[name] == pytest.approx(recorded["probe-lr"][name], abs=0.005), name
+    for name in ("tangent space + LR", "tangent space + LR (aligned)"):
+        assert score[name] == pytest.approx(recorded["probe"][name], abs=0.005), name
+    assert score["pretrained (aligned)"] >= score["tangent space + LR (aligned)"]
