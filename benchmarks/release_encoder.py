@@ -101,7 +101,8 @@ initialisation.
 
 {table}
 
-{verdict}
+{verdict} This encoder was picked as the study's best frozen probe by these same
+5-fold scores, among {n_candidates} cells and steps: a mild selection on the figures it reports.
 
 The subjects of eegmat in `../shared` (00–23) are the ones pretraining saw, unlabelled: these
 figures measure what pretraining on a cohort does for decoding that cohort's held-out subjects,
@@ -169,7 +170,9 @@ def main() -> None:
         step=args.step, steps=cell.steps, cell=cell.name, command=command, scaling=scaling,
         objective_text="".join(f" + {k.removesuffix('_weight')} (weight {v})"
                                for k, v in objective.items()),
-        table=downstream_table(rows, cell.name, cell.size, args.step), verdict=verdict)
+        table=downstream_table(rows, cell.name, cell.size, args.step), verdict=verdict,
+        n_candidates=len({(r["cell"], r["step"]) for r in rows if r["mode"] == "probe-lr"
+                          and r["model"].startswith("pretrained")}))
     (folder / "README.md").write_text(card)
     print(f"released {folder} ({np.round(sum(hours.values()), 1)} h, step {args.step})")
     print(verdict)
