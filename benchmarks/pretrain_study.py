@@ -266,8 +266,32 @@ def report(out: Path) -> str:
                      f"{mean(r['per_subject']):.3f} | {versus} |")
     table = "\n".join(lines) + "\n"
     (out / "study.md").write_text(table)
+    (out / "study-summary.md").write_text(summary(rows))
     _plot(rows, out / "study.png")
     return table
+
+
+def summary(rows: list[dict]) -> str:
+    """One line per cell at its last step: every read-out, unaligned / aligned (Markdown)."""
+    columns = [m for m in MODES if any(r["mode"] == m for r in rows)]
+    lines = ["| cell | step | " + " | ".join(f"{m} U / A" for m in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    cells = dict.fromkeys(r["cell"] for r in rows)
+    for cell in cells:
+        own = [r for r in rows if r["cell"] == cell]
+        step = max(r["step"] for r in own)
+        for model in dict.fromkeys(r["model"].removesuffix(" (aligned)") for r in own
+                                   if r["step"] == step):
+            figures = []
+            for mode in columns:
+                pair = [mean(r["per_subject"]) for suffix in ("", " (aligned)") for r in own
+                        if r["step"] == step and r["mode"] == mode
+                        and r["model"] == model + suffix]
+                figures.append(" / ".join(f"{v:.3f}" for v in pair) if pair else "")
+            if any(figures):
+                label = cell if model == "pretrained" else f"{cell}: {model}"
+                lines.append(f"| {label} | {step} | " + " | ".join(figures) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _plot(rows: list[dict], path: Path) -> None:
