@@ -320,10 +320,12 @@ def _plot_probe(rows: list[dict], probe: str, axes) -> None:
                     and r["model"] == ("random_init (aligned)" if aligned else "random_init")]
             for cell in sorted({r["cell"] for r in rows if r.get("objective")
                                 and r["size"] == size}):
-                points = sorted((r["step"], mean(r["per_subject"])) for r in rows
-                                if r["cell"] == cell and r["mode"] == probe
-                                and r["model"].endswith("(aligned)") == aligned)
-                points = [(0, mean(base[0]["per_subject"]))] * bool(base) + points
+                mine = [r for r in rows if r["cell"] == cell and r["mode"] == probe
+                        and r["model"].endswith("(aligned)") == aligned]
+                points = sorted((r["step"], mean(r["per_subject"])) for r in mine
+                                if r["model"].startswith("pretrained"))
+                start = [r for r in mine if r["model"].startswith("random_init")] or base
+                points = [(0, mean(start[0]["per_subject"]))] * bool(start) + points
                 if points:
                     ax.plot(*zip(*points, strict=True), marker="o", label=cell)
             for r in rows:
