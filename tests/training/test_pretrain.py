@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -154,6 +155,14 @@ def test_cpu_pretraining_loss_falls_with_checkpoints_and_encoder_export(
     exported = json.loads((run / "encoder" / "config.json").read_text())
     assert exported["extra"]["global_step"] == 300 and exported["kind"] == "encoder"
     assert (run / "config.yaml").is_file()
+    # run again when finished, its encoder folder gone (as in a run directory of an earlier
+    # eegfm): nothing trains, and the folder is written from last.ckpt
+    shutil.rmtree(run / "encoder")
+    check_ok(pretrain(shards, run))
+    assert [int(r["step"]) for r in read_csv_rows(run / "metrics.csv")] == list(range(1, 301))
+    again = from_pretrained(run / "encoder")
+    for name, value in again.state_dict().items():
+        assert torch.equal(value, encoder.state_dict()[name]), name
 
 
 RESUMED_STEPS = 50  # 2.5x tiny.yaml's 20 warm-up steps, of a cosine schedule planned for 300

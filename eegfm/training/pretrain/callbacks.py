@@ -220,6 +220,14 @@ class EncoderExport(L.Callback):
         last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
         trainer.save_checkpoint(last)
 
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Export a finished run's encoder that its run directory lacks (a run resumed at its
+        last step trains nothing and Lightning skips `on_train_end`; an earlier eegfm wrote
+        `encoder.pt` instead of the folder)."""
+        folder = Path(trainer.default_root_dir) / ENCODER_FOLDER
+        if trainer.is_global_zero and not (folder / "config.json").is_file():
+            export_encoder(pl_module, folder, trainer)
+
 
 def export_encoder(pl_module: L.LightningModule, path: Path, trainer: L.Trainer) -> None:
     """Save the module's encoder as a model folder, with the step and the pretraining options."""
