@@ -33,7 +33,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,29 +241,39 @@ def mean(per_subject: dict[str, float]) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def report(out: Path) -> str:
-    """OUT/study.md (table, paired statistics against random init) and OUT/study.png."""
-    rows = recorded(out)
-    # a cell's own random init (same input scaling) where it has one, else its size's
+def versus_random(rows: list[dict]) -> Callable[[dict], str]:
+    """``text(row)``: a pretrained row minus its random initialisation, paired over subjects
+    ("+d (CI low, CI high), Wilcoxon p"; empty for other rows). The reference is the cell's
+    own random init at that step (another input scaling) where it has one, else its size's."""
     random = {(r["size"], r["mode"], r["model"].replace("random_init", "")): r["per_subject"]
               for r in rows if r["model"].startswith("random_init") and r["step"] == 0}
     own = {(r["cell"], r["step"], r["mode"], r["model"].replace("random_init", "")):
            r["per_subject"] for r in rows if r["model"].startswith("random_init") and r["step"]}
+
+    def text(r: dict) -> str:
+        if not r["model"].startswith("pretrained"):
+            return ""
+        suffix = r["model"].removeprefix("pretrained")
+        ref = own.get((r["cell"], r["step"], r["mode"], suffix),
+                      random.get((r["size"], r["mode"], suffix)))
+        c = paired_comparison(r["per_subject"], ref) if ref is not None else None
+        if c is None or c["mean_difference"] is None:
+            return ""
+        return (f"{c['mean_difference']:+.3f} ({c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}), "
+                f"{c['wilcoxon_p']:.3g}")
+
+    return text
+
+
+def report(out: Path) -> str:
+    """OUT/study.md (table, paired statistics against random init) and OUT/study.png."""
+    rows = recorded(out)
+    versus = versus_random(rows)
     lines = ["| cell | step | mode | model | balanced accuracy | − random init (95 % CI), p |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        suffix = r["model"].removeprefix("pretrained")
-        ref = own.get((r["cell"], r["step"], r["mode"], suffix),
-                      random.get((r["size"], r["mode"], suffix))) \
-            if r["model"].startswith("pretrained") else None
-        versus = ""
-        if ref is not None:
-            c = paired_comparison(r["per_subject"], ref)
-            if c["mean_difference"] is not None:
-                versus = (f"{c['mean_difference']:+.3f} ({c['ci95'][0]:+.3f}, "
-                          f"{c['ci95'][1]:+.3f}), {c['wilcoxon_p']:.3g}")
         lines.append(f"| {r['cell']} | {r['step']} | {r['mode']} | {r['model']} | "
-                     f"{mean(r['per_subject']):.3f} | {versus} |")
+                     f"{mean(r['per_subject']):.3f} | {versus(r)} |")
     table = "\n".join(lines) + "\n"
     (out / "study.md").write_text(table)
     (out / "study-summary.md").write_text(summary(rows))

@@ -19,9 +19,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
-from eegfm.evaluation.statistics import paired_comparison
 from eegfm.models import create_model
 from eegfm.shards import read_manifest
 
@@ -37,21 +34,13 @@ def corpus_hours(shard_dirs: list[Path]) -> dict[str, float]:
 
 def downstream_table(rows: list[dict], cell: str, size: str, step: int) -> str:
     """The study's figures of ``cell`` at ``step`` and the baselines of its size, as Markdown."""
-    reference = {(r["mode"], r["model"].replace("random_init", "")): r["per_subject"]
-                 for r in rows if r["size"] == size and r["step"] == 0
-                 and r["model"].startswith("random_init")}
+    versus = study.versus_random(rows)
     lines = ["| read-out | model | balanced accuracy | − random init (95 % CI), Wilcoxon p |",
              "|---|---|---|---|"]
     for r in rows:
         if r["cell"] == cell and r["step"] == step and r["model"].startswith("pretrained"):
-            ref = reference.get((r["mode"], r["model"].removeprefix("pretrained")))
-            versus = ""
-            if ref is not None:
-                c = paired_comparison(r["per_subject"], ref)
-                versus = (f"{c['mean_difference']:+.3f} ({c['ci95'][0]:+.3f}, "
-                          f"{c['ci95'][1]:+.3f}), p {c['wilcoxon_p']:.2g}")
             lines.append(f"| {r['mode']} | {r['model']} | {study.mean(r['per_subject']):.3f} | "
-                         f"{versus} |")
+                         f"{versus(r)} |")
     for r in rows:
         if r["size"] == size and r["step"] == 0:
             lines.append(f"| {r['mode']} | {r['model']} | {study.mean(r['per_subject']):.3f} | "
@@ -174,7 +163,7 @@ def main() -> None:
         n_candidates=len({(r["cell"], r["step"]) for r in rows if r["mode"] == "probe-lr"
                           and r["model"].startswith("pretrained")}))
     (folder / "README.md").write_text(card)
-    print(f"released {folder} ({np.round(sum(hours.values()), 1)} h, step {args.step})")
+    print(f"released {folder} ({sum(hours.values()):.1f} h, step {args.step})")
     print(verdict)
 
 

@@ -13,6 +13,7 @@ from timm.layers import Mlp, trunc_normal_
 from torch import nn
 
 MAD_TO_STD = 1.4826  # makes the median absolute deviation a consistent estimate of a Gaussian std
+INPUT_SCALINGS = ("channel", "window")  # robust_scale's `per`, the encoder's input_scaling
 
 
 def robust_scale(
@@ -49,8 +50,8 @@ def robust_scale(
             nan = torch.full((), float("nan"), dtype=scale.dtype, device=scale.device)
             shared = torch.where(valid, scale, nan).nanmedian(dim=-1, keepdim=True).values
             scale = shared.expand_as(scale)
-        elif per != "channel":
-            raise ValueError(f"input scaling per {per!r}: choose 'channel' or 'window'")
+        elif per not in INPUT_SCALINGS:
+            raise ValueError(f"input scaling per {per!r}: choose one of {INPUT_SCALINGS}")
         scale = scale.clamp_min(scale_floor_uv)
         scale = torch.where(valid, scale, torch.ones_like(scale))
     x_norm = ((x_safe - center[..., None]) / scale[..., None]).clamp(-clip, clip)

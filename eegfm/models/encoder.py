@@ -24,6 +24,7 @@ from eegfm.heads import masked_mean_pool
 from eegfm.model_folder import ModelFolderError, first_line, read_model, write_model_folder
 from eegfm.models.attention import SpatioTemporalBlock
 from eegfm.models.embedding import (
+    INPUT_SCALINGS,
     ElectrodeEmbedding,
     PatchEmbedding,
     TemporalPositionEmbedding,
@@ -128,7 +129,7 @@ class EEGEncoder(
         self._config = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         if knn_k < 1:
             raise ValueError(f"knn_k={knn_k} must be >= 1")
-        if input_scaling not in ("channel", "window"):
+        if input_scaling not in INPUT_SCALINGS:
             raise ValueError(f"input_scaling={input_scaling!r}: choose 'channel' (each channel "
                              "its own robust scale) or 'window' (one per window)")
         self.embed_dim = embed_dim
