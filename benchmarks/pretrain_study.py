@@ -8,8 +8,9 @@ Each cell is one pretraining run (`eegfm pretrain`): an encoder size, an objecti
 (reconstruction only, + band power, + connectivity, all), a corpus (eegmat alone, or eegmat +
 muse + the device files in one run) and an input scaling (`channel`: each channel its own
 robust scale, the default; `window`: one per window; `noamp`: per channel, without the
-log-amplitude embedding). Its step checkpoints are kept, and at each evaluation step the
-encoder is scored downstream on eegmat rest vs arithmetic, subject-grouped 5-fold
+log-amplitude embedding; `fixed`: 10 µV for every channel). Its step checkpoints are kept,
+and at each evaluation step the encoder is scored downstream on eegmat rest vs arithmetic,
+subject-grouped 5-fold
 (`configs/finetune/eegmat.yaml`), unaligned and subject-aligned: two frozen linear probes at
 every evaluation step (`probe`: the head trained by the fine-tuning loop; `probe-lr`: the head
 solved as the classical baselines' logistic regression, `--probe logistic`), full fine-tuning
@@ -58,7 +59,7 @@ OBJECTIVES = {
 CORPORA = {"eegmat": ["eegmat"], "mixed": ["eegmat", "muse", "formats"]}
 # input scalings: the encoder options of each (docs/models.md, "Inputs")
 SCALINGS = {"channel": {}, "window": {"input_scaling": "window"},
-            "noamp": {"amplitude_embedding": False}}
+            "noamp": {"amplitude_embedding": False}, "fixed": {"input_scaling": "fixed"}}
 # the downstream read-outs: `eegfm finetune` options of each
 MODES = {"probe": ["--probe", "gradient"], "probe-lr": ["--probe", "logistic"],
          "full": ["--head", "mlp", "--freeze", "false", "--probe", "gradient",

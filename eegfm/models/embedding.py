@@ -13,7 +13,8 @@ from timm.layers import Mlp, trunc_normal_
 from torch import nn
 
 MAD_TO_STD = 1.4826  # makes the median absolute deviation a consistent estimate of a Gaussian std
-INPUT_SCALINGS = ("channel", "window")  # robust_scale's `per`, the encoder's input_scaling
+INPUT_SCALINGS = ("channel", "window", "fixed")  # robust_scale's `per`, the encoder's input_scaling
+FIXED_SCALE_UV = 10.0  # `fixed`: about the median robust scale of eegmat and muse windows (7 µV)
 
 
 def robust_scale(
@@ -34,7 +35,8 @@ def robust_scale(
     clip : normalised samples are clamped to ``[-clip, clip]`` so one artefact cannot dominate.
     per : ``"channel"``: each channel its own scale (the default); ``"window"``: one scale per
         window, the median of its valid channels' scales, so the channels' relative amplitudes
-        survive. The median is removed per channel either way.
+        survive; ``"fixed"``: every channel divided by ``FIXED_SCALE_UV`` (10 µV), so absolute
+        amplitudes survive. The median is removed per channel in every case.
 
     Returns
     -------
@@ -46,7 +48,9 @@ def robust_scale(
         center = x_safe.median(dim=-1).values
         mad = (x_safe - center[..., None]).abs().median(dim=-1).values
         scale = MAD_TO_STD * mad
-        if per == "window":
+        if per == "fixed":
+            scale = torch.full_like(scale, FIXED_SCALE_UV)
+        elif per == "window":
             nan = torch.full((), float("nan"), dtype=scale.dtype, device=scale.device)
             shared = torch.where(valid, scale, nan).nanmedian(dim=-1, keepdim=True).values
             scale = shared.expand_as(scale)

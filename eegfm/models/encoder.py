@@ -24,6 +24,7 @@ from eegfm.heads import masked_mean_pool
 from eegfm.model_folder import ModelFolderError, first_line, read_model, write_model_folder
 from eegfm.models.attention import SpatioTemporalBlock
 from eegfm.models.embedding import (
+    FIXED_SCALE_UV,
     INPUT_SCALINGS,
     ElectrodeEmbedding,
     PatchEmbedding,
@@ -81,6 +82,14 @@ encoder = eegfm.from_pretrained("THIS_FOLDER_OR_HUB_ID")
 ```
 """
 
+# how each input_scaling is written in a model folder's preprocessing record
+SCALING_TEXT = {
+    "channel": "inside the encoder: per channel and window, median / (1.4826 MAD)",
+    "window": "inside the encoder: per channel, median / (1.4826 MAD, the median over the "
+              "window's channels)",
+    "fixed": f"inside the encoder: per channel, median / {FIXED_SCALE_UV:g} µV",
+}
+
 
 class EEGEncoder(
     nn.Module,
@@ -131,7 +140,8 @@ class EEGEncoder(
             raise ValueError(f"knn_k={knn_k} must be >= 1")
         if input_scaling not in INPUT_SCALINGS:
             raise ValueError(f"input_scaling={input_scaling!r}: choose 'channel' (each channel "
-                             "its own robust scale) or 'window' (one per window)")
+                             "its own robust scale), 'window' (one per window) or 'fixed' "
+                             "(10 µV for every channel)")
         self.embed_dim = embed_dim
         self.patch_len = patch_len
         self.sfreq = float(sfreq)
@@ -183,9 +193,7 @@ class EEGEncoder(
             "input_unit": "uV",
             "coords": "metres, MNE head frame",
             "max_window_s": max_patches * patch_len / self.sfreq,
-            "scaling": ("inside the encoder: per channel and window, median / (1.4826 MAD)"
-                        if input_scaling == "channel" else "inside the encoder: per channel, "
-                        "median / (1.4826 MAD, the median over the window's channels)"),
+            "scaling": SCALING_TEXT[input_scaling],
         }
 
     def save_pretrained(

@@ -10,6 +10,7 @@ import pytest
 import torch
 from eegmat_shards import link_files, prep_eegmat_subjects
 
+from eegfm import from_pretrained
 from eegfm.data.tasks import build_task_set
 from eegfm.models import create_model
 from eegfm.prep import expand_sources, load_item, load_prep_config, process_raw, run_prep
@@ -98,3 +99,33 @@ def test_window_scaling_shares_one_robust_scale_per_window(tmp_path_factory,
     assert ratio.max() / ratio.min() > 1.5
     with pytest.raises(ValueError, match="input_scaling='unit'"):
         create_model("eegfm_tiny", input_scaling="unit")
+
+
+def test_fixed_scaling_divides_every_channel_by_ten_microvolts(tmp_path_factory,
+                                                                eegmat_dir: Path) -> None:
+    """``input_scaling='fixed'``: each channel's median removed, every valid channel divided by
+    10 µV whatever its amplitude (clipped at ±clip); padded channels stay zero, and the model
+    folder records the scaling it expects."""
+    task = build_task_set(load_finetune_config(EEGMAT_TASK).task,
+                          prep_eegmat_subjects(tmp_path_factory, eegmat_dir, ["00"]),
+                          multiple_of=200, progress=False)
+    x, coords = torch.from_numpy(task.x[:4]), torch.from_numpy(task.coords[:4])
+    mask = torch.ones(x.shape[:2], dtype=torch.bool)
+    mask[2, 10:] = False
+    encoder = create_model("eegfm_tiny", input_scaling="fixed")
+    inputs = encoder.prepare(x, coords, mask)
+    median = x.double().median(dim=2, keepdim=True).values
+    expected = ((x.double() - median) / 10.0).clamp(-encoder.clip, encoder.clip)
+    valid = mask[..., None].expand_as(x)
+    torch.testing.assert_close(inputs.x_norm[valid].double(), expected[valid],
+                               rtol=1e-5, atol=1e-5)
+    assert (inputs.x_norm[~valid] == 0).all()
+    assert (inputs.scale[mask] == 10.0).all()
+    # absolute amplitude survives: windows' spreads differ as their µV spreads do
+    spread = inputs.x_norm[0].std(dim=1).double()
+    torch.testing.assert_close(spread, (x[0].double() - median[0]).std(dim=1) / 10.0,
+                               rtol=1e-3, atol=1e-3)  # no sample of window 0 reaches the clip
+    assert "10 µV" in encoder.preprocessing["scaling"]
+    folder = tmp_path_factory.mktemp("fixed") / "encoder"
+    encoder.save_pretrained(folder)
+    assert from_pretrained(folder).input_scaling == "fixed"
