@@ -95,7 +95,8 @@ def grid(long_steps: int, eval_steps: tuple[int, ...]) -> list[Cell]:
     evals = tuple(sorted({*(s for s in eval_steps if s < long_steps), long_steps}))
     order = [("tiny", "eegmat", "recon"), ("tiny", "mixed", "recon"), ("tiny", "mixed", "all"),
              ("tiny", "mixed", "bandpower"), ("tiny", "mixed", "connectivity"),
-             ("tiny", "eegmat", "all"), ("small", "mixed", "recon"), ("small", "mixed", "all")]
+             ("tiny", "eegmat", "all"), ("small", "mixed", "recon"), ("small", "mixed", "all"),
+             ("small", "eegmat", "all")]
     cells = [Cell(size, corpus, objective, long_steps, evals) for size, corpus, objective in order]
     return cells + [Cell("tiny", "eegmat", "all", long_steps, evals, scaling)
                     for scaling in SCALINGS if scaling != "channel"]
