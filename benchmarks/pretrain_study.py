@@ -325,7 +325,12 @@ def _plot(rows: list[dict], path: Path) -> None:
 
 
 def _plot_probe(rows: list[dict], probe: str, axes) -> None:
-    """The unaligned and aligned panels of one probe."""
+    """The unaligned and aligned panels of one probe: a colour per cell, dashed for small."""
+    import matplotlib
+
+    cells = sorted({r["cell"] for r in rows if r.get("objective")})
+    palette = matplotlib.colormaps["tab20"]
+    colour = {cell: palette(i % palette.N) for i, cell in enumerate(cells)}
     for ax, aligned in zip(axes, (False, True), strict=True):
         for size in sorted({r["size"] for r in rows}):
             base = [r for r in rows if r["size"] == size and r["mode"] == probe
@@ -339,7 +344,8 @@ def _plot_probe(rows: list[dict], probe: str, axes) -> None:
                 start = [r for r in mine if r["model"].startswith("random_init")] or base
                 points = [(0, mean(start[0]["per_subject"]))] * bool(start) + points
                 if points:
-                    ax.plot(*zip(*points, strict=True), marker="o", label=cell)
+                    ax.plot(*zip(*points, strict=True), marker="o", label=cell,
+                            color=colour[cell], ls="--" if size == "small" else "-")
             for r in rows:
                 if (r["size"] == size and r["step"] == 0 and r["mode"] == "probe"
                         and r["model"].startswith(("band", "tangent"))
