@@ -268,12 +268,14 @@ def versus_random(rows: list[dict]) -> Callable[[dict], str]:
 
 
 def report(out: Path) -> str:
-    """OUT/study.md (table, paired statistics against random init) and OUT/study.png."""
+    """OUT/study.md (table by cell and step, paired statistics against random init),
+    OUT/study-summary.md and OUT/study.png."""
     rows = recorded(out)
     versus = versus_random(rows)
     lines = ["| cell | step | mode | model | balanced accuracy | − random init (95 % CI), p |",
              "|---|---|---|---|---|---|"]
-    for r in rows:
+    order = {cell: i for i, cell in enumerate(dict.fromkeys(r["cell"] for r in rows))}
+    for r in sorted(rows, key=lambda r: (order[r["cell"]], r["step"])):  # stable: mode order kept
         lines.append(f"| {r['cell']} | {r['step']} | {r['mode']} | {r['model']} | "
                      f"{mean(r['per_subject']):.3f} | {versus(r)} |")
     table = "\n".join(lines) + "\n"
