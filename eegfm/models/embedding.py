@@ -13,8 +13,13 @@ from timm.layers import Mlp, trunc_normal_
 from torch import nn
 
 MAD_TO_STD = 1.4826  # makes the median absolute deviation a consistent estimate of a Gaussian std
-INPUT_SCALINGS = ("channel", "window", "fixed")  # robust_scale's `per`, the encoder's input_scaling
 FIXED_SCALE_UV = 10.0  # `fixed`: about the median robust scale of eegmat and muse windows (7 µV)
+# robust_scale's `per`, the encoder's input_scaling: each with what a model folder records of it
+INPUT_SCALINGS = {
+    "channel": "per channel and window, median / (1.4826 MAD)",
+    "window": "per channel, median / (1.4826 MAD, the median over the window's channels)",
+    "fixed": f"per channel, median / {FIXED_SCALE_UV:g} µV",
+}
 
 
 def robust_scale(
@@ -45,17 +50,18 @@ def robust_scale(
     """
     with torch.no_grad():
         x_safe = torch.where(valid[..., None], x, torch.zeros((), dtype=x.dtype, device=x.device))
+        if per not in INPUT_SCALINGS:
+            raise ValueError(f"input scaling per {per!r}: choose one of {list(INPUT_SCALINGS)}")
         center = x_safe.median(dim=-1).values
-        mad = (x_safe - center[..., None]).abs().median(dim=-1).values
-        scale = MAD_TO_STD * mad
         if per == "fixed":
-            scale = torch.full_like(scale, FIXED_SCALE_UV)
-        elif per == "window":
+            scale = torch.full_like(center, FIXED_SCALE_UV)
+        else:
+            mad = (x_safe - center[..., None]).abs().median(dim=-1).values
+            scale = MAD_TO_STD * mad
+        if per == "window":
             nan = torch.full((), float("nan"), dtype=scale.dtype, device=scale.device)
             shared = torch.where(valid, scale, nan).nanmedian(dim=-1, keepdim=True).values
             scale = shared.expand_as(scale)
-        elif per not in INPUT_SCALINGS:
-            raise ValueError(f"input scaling per {per!r}: choose one of {INPUT_SCALINGS}")
         scale = scale.clamp_min(scale_floor_uv)
         scale = torch.where(valid, scale, torch.ones_like(scale))
     x_norm = ((x_safe - center[..., None]) / scale[..., None]).clamp(-clip, clip)

@@ -24,7 +24,6 @@ from eegfm.heads import masked_mean_pool
 from eegfm.model_folder import ModelFolderError, first_line, read_model, write_model_folder
 from eegfm.models.attention import SpatioTemporalBlock
 from eegfm.models.embedding import (
-    FIXED_SCALE_UV,
     INPUT_SCALINGS,
     ElectrodeEmbedding,
     PatchEmbedding,
@@ -81,14 +80,6 @@ import eegfm
 encoder = eegfm.from_pretrained("THIS_FOLDER_OR_HUB_ID")
 ```
 """
-
-# how each input_scaling is written in a model folder's preprocessing record
-SCALING_TEXT = {
-    "channel": "inside the encoder: per channel and window, median / (1.4826 MAD)",
-    "window": "inside the encoder: per channel, median / (1.4826 MAD, the median over the "
-              "window's channels)",
-    "fixed": f"inside the encoder: per channel, median / {FIXED_SCALE_UV:g} µV",
-}
 
 
 class EEGEncoder(
@@ -193,7 +184,7 @@ class EEGEncoder(
             "input_unit": "uV",
             "coords": "metres, MNE head frame",
             "max_window_s": max_patches * patch_len / self.sfreq,
-            "scaling": SCALING_TEXT[input_scaling],
+            "scaling": f"inside the encoder: {INPUT_SCALINGS[input_scaling]}",
         }
 
     def save_pretrained(
