@@ -130,9 +130,8 @@ class EEGEncoder(
         if knn_k < 1:
             raise ValueError(f"knn_k={knn_k} must be >= 1")
         if input_scaling not in INPUT_SCALINGS:
-            raise ValueError(f"input_scaling={input_scaling!r}: choose 'channel' (each channel "
-                             "its own robust scale), 'window' (one per window) or 'fixed' "
-                             "(10 µV for every channel)")
+            raise ValueError(f"input_scaling={input_scaling!r}: choose one of " + "; ".join(
+                f"'{name}' ({text})" for name, text in INPUT_SCALINGS.items()))
         self.embed_dim = embed_dim
         self.patch_len = patch_len
         self.sfreq = float(sfreq)
