@@ -116,10 +116,13 @@ def _logistic(C: float) -> LogisticRegression:
 
 def fit_with_validation(pipeline: BaseEstimator, features: np.ndarray, y: np.ndarray,
                         train: np.ndarray, val: np.ndarray,
-                        grid: Sequence[float] = C_GRID) -> tuple[BaseEstimator, float]:
+                        grid: Sequence[float] = C_GRID, *, refit_on_val: bool = True
+                        ) -> tuple[BaseEstimator, float]:
     """Pick ``C`` by balanced accuracy on ``val``, refit on ``train`` + ``val``; (model, C).
 
     With no validation windows the pipeline's own ``C`` is kept and it is fit on ``train``.
+    ``refit_on_val=False`` keeps the model fit on ``train`` alone, so that ``val`` stays unseen
+    for a later selection (LP-FT's early stopping).
     """
     step = pipeline.steps[-1][0]
     best_c = pipeline.get_params()[f"{step}__C"]
@@ -130,6 +133,6 @@ def fit_with_validation(pipeline: BaseEstimator, features: np.ndarray, y: np.nda
             model.fit(features[train], y[train])
             scores.append(balanced_accuracy_score(y[val], model.predict(features[val])))
         best_c = grid[int(np.argmax(scores))]  # first of ties: the strongest regularisation
-    rows = np.concatenate([train, val])
+    rows = np.concatenate([train, val]) if refit_on_val else train
     model = clone(pipeline).set_params(**{f"{step}__C": best_c})
     return model.fit(features[rows], y[rows]), float(best_c)

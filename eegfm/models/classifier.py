@@ -39,7 +39,7 @@ class EncoderClassifier(nn.Module):
         self.encoder, self.head, self.frozen = encoder, head, frozen
         if frozen:
             self.encoder.requires_grad_(False)
-        self.augment = None  # ViewAugmenter for the pair views (set by the runner)
+        self.augment = None  # ViewAugmenter of the training windows (set by the runner)
 
     def train(self, mode: bool = True) -> EncoderClassifier:
         """Train mode for the head (and the encoder unless frozen)."""
@@ -77,9 +77,10 @@ class EncoderClassifier(nn.Module):
         return self.head(tokens, mask)
 
     def training_loss(self, batch: Batch) -> HeadLoss:
-        """The head's training loss; subject ids and the pair view when the head uses them."""
+        """The head's training loss (on augmented windows when ``augment`` is set); subject
+        ids and the pair view when the head uses them."""
         pair = self.head.needs_pair_view
-        tokens, mask = self.encode(batch, augment=pair)
+        tokens, mask = self.encode(batch, augment=True)
         kwargs: dict[str, Any] = {}
         if self.head.uses_subject:
             kwargs["subject"] = batch.subject

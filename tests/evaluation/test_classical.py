@@ -118,3 +118,19 @@ def test_logistic_probe_folds_into_one_linear_layer(eegmat_windows, n_classes: i
                                probe.predict_proba(features), atol=1e-9)
     with pytest.raises(ValueError, match="fit on classes"):
         logistic_as_linear(probe, n_classes + 1)
+
+
+def test_fit_with_validation_can_leave_the_validation_windows_unseen(eegmat_windows):
+    task = eegmat_windows
+    train, val, test = (_rows(task, s) for s in (TRAIN, VAL, TEST))
+    features = classical_features("bandpower", task.x, task.subject, task.sfreq, aligned=False)
+    refit, c = fit_with_validation(logistic_probe(1.0), features, task.y, train, val)
+    kept, c_kept = fit_with_validation(logistic_probe(1.0), features, task.y, train, val,
+                                       refit_on_val=False)
+    assert c_kept == c  # the same choice of C; only the final fit differs
+    scaler = StandardScaler().fit(features[train])
+    direct = _lr(c).fit(scaler.transform(features[train]), task.y[train])
+    np.testing.assert_allclose(kept.predict_proba(features[test]),
+                               direct.predict_proba(scaler.transform(features[test])), atol=1e-6)
+    assert not np.allclose(refit.predict_proba(features[test]),
+                           kept.predict_proba(features[test]), atol=1e-3)

@@ -16,6 +16,7 @@ from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, f1_score
 from sklearn.preprocessing import StandardScaler
 
 from eegfm.checkpoint import load_finetuned, save_checkpoint
+from eegfm.config import ConfigError
 from eegfm.data.tasks import TaskConfig, build_task_set
 from eegfm.evaluation import Split, SplitHygieneError, make_splits, time_blocks
 from eegfm.evaluation.classical import C_GRID
@@ -129,17 +130,9 @@ def _logistic(c: float, x: np.ndarray, y: np.ndarray) -> tuple[StandardScaler,
         scaler.transform(x), y)
 
 
-def test_logistic_probe_is_the_classical_lr_on_the_frozen_features(tmp_path: Path, shards: Path,
-                                                                    checkpoint: Path):
-    out = tmp_path / "run"
-    results = run_finetune(config(out, shards, checkpoint=str(checkpoint), models=["pretrained"],
-                                  probe="logistic"))
-    info = results["models"]["pretrained"]["info"]
-    assert info["mode"] == ("frozen encoder (tokens cached), logistic probe (C chosen on "
-                            "validation subjects)")
-    assert "learning_curves" not in results["models"]["pretrained"]
-    # by hand: the frozen encoder's tokens, mean over channels and patches, LayerNorm without
-    # affine (the head's, as built), then scikit-learn's scaler + LR with C picked on validation
+def _probe_features(checkpoint: Path, shards: Path):
+    """(task, features) by hand: the frozen encoder's tokens, mean over channels and patches,
+    LayerNorm without affine (the linear head's, as built)."""
     encoder = create_model("eegfm_tiny")
     encoder.load_state_dict(torch.load(checkpoint, weights_only=True)["state_dict"])
     task = build_task_set(TaskConfig(**TASK), shards, multiple_of=encoder.patch_len,
@@ -149,15 +142,34 @@ def test_logistic_probe_is_the_classical_lr_on_the_frozen_features(tmp_path: Pat
         tokens = encoder.eval().forward_features(*(torch.from_numpy(a) for a in (
             task.x, task.coords, task.channel_mask, task.ref_coords)))
     h = tokens.mean(dim=(1, 2))
-    z = torch.nn.functional.layer_norm(h, h.shape[1:]).double().numpy()
+    return task, torch.nn.functional.layer_norm(h, h.shape[1:]).double().numpy()
+
+
+def _chosen_c(z: np.ndarray, y: np.ndarray, split: Split) -> float:
+    """C of the grid with the best validation balanced accuracy, fit on the training rows."""
+    scaler, _ = _logistic(1.0, z[split.train], y[split.train])
+    scores = [balanced_accuracy_score(y[split.val], model.predict(
+        scaler.transform(z[split.val]))) for model in (
+        _logistic(c, z[split.train], y[split.train])[1] for c in C_GRID)]
+    return C_GRID[int(np.argmax(scores))]
+
+
+def test_logistic_probe_is_the_classical_lr_on_the_frozen_features(tmp_path: Path, shards: Path,
+                                                                    checkpoint: Path):
+    out = tmp_path / "run"
+    results = run_finetune(config(out, shards, checkpoint=str(checkpoint), models=["pretrained"],
+                                  probe="logistic"))
+    info = results["models"]["pretrained"]["info"]
+    assert info["mode"] == ("frozen encoder (tokens cached), logistic probe (C chosen on "
+                            "validation subjects)")
+    assert "learning_curves" not in results["models"]["pretrained"]
+    # by hand: scikit-learn's scaler + LR on the frozen features, C picked on validation and
+    # refit on training + validation subjects
+    task, z = _probe_features(checkpoint, shards)
     predictions = pd.read_csv(out / "predictions.csv", dtype={"subject": str})
     chosen = []
     for split in make_splits("kfold", task.subject, task.y, n_folds=2, n_val_subjects=1):
-        scaler, _ = _logistic(1.0, z[split.train], task.y[split.train])
-        scores = [balanced_accuracy_score(task.y[split.val], model.predict(
-            scaler.transform(z[split.val]))) for model in (
-            _logistic(c, z[split.train], task.y[split.train])[1] for c in C_GRID)]
-        chosen.append(C_GRID[int(np.argmax(scores))])
+        chosen.append(_chosen_c(z, task.y, split))
         rows = np.r_[split.train, split.val]
         scaler, model = _logistic(chosen[-1], z[rows], task.y[rows])
         test = np.sort(split.test)
@@ -173,25 +185,37 @@ def test_logistic_probe_is_the_classical_lr_on_the_frozen_features(tmp_path: Pat
                                direct.predict_proba(scaler.transform(z)), atol=1e-4)
 
 
-def test_lp_ft_starts_full_fine_tuning_from_the_solved_probe(tmp_path: Path, shards: Path,
-                                                             checkpoint: Path):
+def test_lp_ft_starts_from_the_probe_of_the_training_subjects_and_keeps_it_when_better(
+        tmp_path: Path, shards: Path, checkpoint: Path):
     frozen = run_finetune(config(tmp_path / "probe", shards, checkpoint=str(checkpoint),
                                  models=["pretrained"], probe="logistic", save_model=False))
-    # with a vanishing learning rate, LP-FT's one epoch leaves the solved probe as it was
+    # a learning rate that wrecks the model: the validation subjects keep the starting point
     lpft = run_finetune(config(tmp_path / "lpft", shards, checkpoint=str(checkpoint),
                                models=["pretrained"], probe="logistic", freeze=False,
                                train={"epochs": 1, "batch_size": 32, "threads": 1,
-                                      "lr": 1e-12}))
-    info = lpft["models"]["pretrained"]["info"]
+                                      "lr": 100.0}))
+    entry = lpft["models"]["pretrained"]
+    info = entry["info"]
     assert info["mode"] == "full fine-tuning from the solved logistic probe (LP-FT)"
     assert info["chosen_C"] == frozen["models"]["pretrained"]["info"]["chosen_C"]
     assert info["trainable_params"] == info["params"]
-    assert "learning_curves" in lpft["models"]["pretrained"]
-    p_frozen, p_lpft = (pd.read_csv(tmp_path / run / "predictions.csv")["p_arithmetic"]
-                        for run in ("probe", "lpft"))
-    np.testing.assert_allclose(p_lpft, p_frozen, atol=1e-4)
-    _, meta = load_finetuned(tmp_path / "lpft" / "model_pretrained")
-    assert meta["extra"]["probe"] == "logistic" and meta["extra"]["epochs"] == 1
+    assert [curve["best_epoch"] for curve in entry["learning_curves"]] == [0, 0]
+    # the start: the probe fit on the training subjects alone (C picked on the validation
+    # subjects, which then stay unseen for the early stopping)
+    task, z = _probe_features(checkpoint, shards)
+    predictions = pd.read_csv(tmp_path / "lpft" / "predictions.csv", dtype={"subject": str})
+    for split in make_splits("kfold", task.subject, task.y, n_folds=2, n_val_subjects=1):
+        scaler, model = _logistic(_chosen_c(z, task.y, split), z[split.train],
+                                  task.y[split.train])
+        expected = model.predict_proba(scaler.transform(z[np.sort(split.test)]))[:, 1]
+        mine = predictions[predictions["fold"] == split.fold]["p_arithmetic"].to_numpy()
+        np.testing.assert_allclose(mine, expected, atol=1e-4)
+    # kept in every fold, so the saved model is the probe of every window, not fine-tuned
+    model, meta = load_finetuned(tmp_path / "lpft" / "model_pretrained")
+    assert meta["extra"]["probe"] == "logistic" and meta["extra"]["epochs"] == 0
+    scaler, direct = _logistic(meta["extra"]["C"], z, task.y)
+    np.testing.assert_allclose(predict_windows(model, task, "none", 256),
+                               direct.predict_proba(scaler.transform(z)), atol=1e-4)
 
 
 def test_mlp_fine_tuning_updates_the_encoder(tmp_path: Path, shards: Path, checkpoint: Path):
@@ -207,6 +231,23 @@ def test_mlp_fine_tuning_updates_the_encoder(tmp_path: Path, shards: Path, check
     changed = [k for k, v in model.encoder.state_dict().items()
                if not torch.equal(v, reference[k])]
     assert any(k.startswith("blocks.0") for k in changed)
+
+
+def test_augment_windows_augments_the_training_windows_of_full_fine_tuning(tmp_path: Path,
+                                                                          shards: Path):
+    def train_loss(**values) -> list[float]:
+        results = run_finetune(config(tmp_path / str(len(values)), shards, head="mlp",
+                                      models=["random_init"], max_folds=1, save_model=False,
+                                      **values))
+        return results["models"]["random_init"]["learning_curves"][0]["train_loss"]
+
+    plain = train_loss()
+    assert train_loss(augment_windows=True, augment={"probability": 1.0}) != plain
+    # zero probability: the same transforms draw nothing, so the same fit as without them
+    np.testing.assert_allclose(train_loss(augment_windows=True, augment={"probability": 0.0},
+                                          seed=0), plain, rtol=1e-5)
+    with pytest.raises(ConfigError, match="augment_windows needs full fine-tuning"):
+        run_finetune(config(tmp_path / "frozen", shards, augment_windows=True))
 
 
 @pytest.mark.parametrize(("head", "spiking"), [("shared_routed", "lif"), ("linear", "int")])

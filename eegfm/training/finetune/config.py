@@ -198,6 +198,9 @@ class FinetuneConfig:
     (LP-FT) with freeze false. Other heads always train by the loop."""
     augment: Options = field(default_factory=dict)
     """make_view_augmenter options (training-time augmentation)."""
+    augment_windows: bool = False
+    """Full fine-tuning (freeze false): augment every training window with the augment:
+    transforms; heads with a pair view always augment both views."""
     protocol: Literal["loso", "kfold", "within", "split"] = "loso"
     """Cross-subject protocol; split: the subject lists of the split section."""
     split: SubjectSplit | None = None
@@ -256,6 +259,9 @@ class FinetuneConfig:
                               f"{self.max_folds}")
         if self.n_bootstrap < 100:
             raise ConfigError(f"n_bootstrap must be at least 100, got {self.n_bootstrap}")
+        if self.augment_windows and self.frozen:
+            raise ConfigError("augment_windows needs full fine-tuning (freeze false): a frozen "
+                              "encoder's tokens are computed once, unaugmented")
 
     @property
     def solves_head(self) -> bool:

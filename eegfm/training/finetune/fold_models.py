@@ -207,7 +207,7 @@ def cross_validate(model: FoldModel, ctx: RunContext) -> tuple[dict[str, Any], p
 def _fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.ndarray,
          fm: FoldModel, seed: int, fold: int, *, lr: float, weight_decay: float,
          epochs: int | None = None, pair: np.ndarray | None = None,
-         stop_after: int | None = None) -> FitResult:
+         stop_after: int | None = None, keep_start: bool = False) -> FitResult:
     """The harness's training loop with the run's logging for fold ``fold`` (-1: final refit)."""
     cfg = fm.ctx.cfg
     logs = fm.ctx.out / "logs" / fm.tag
@@ -216,7 +216,7 @@ def _fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np
                epochs=epochs, stop_after=stop_after, pair_index=pair, fabric=fm.ctx.fabric,
                csv_path=logs / f"{tag}.csv",
                tensorboard_dir=(logs / "tb" / tag) if cfg.tensorboard else None,
-               progress=cfg.progress, desc=f"{fm.display} {tag}")
+               progress=cfg.progress, desc=f"{fm.display} {tag}", keep_start=keep_start)
 
 
 def _softmax(logits: torch.Tensor) -> np.ndarray:
@@ -329,9 +329,10 @@ class EncoderFoldModel(FoldModel):
         encoder = self.shared_encoder if self.frozen else self.new_encoder()
         model = EncoderClassifier(encoder, self.new_head(seed), frozen=self.frozen)
         pair = None
-        if model.head.needs_pair_view:
+        if model.head.needs_pair_view or self.ctx.cfg.augment_windows:
             model.augment = make_view_augmenter(self.ctx.task.sfreq, seed=seed,
                                                 **self.ctx.cfg.augment)
+        if model.head.needs_pair_view:
             pair = neighbour_index(self.ctx.task.recording_id, self.ctx.task.start, rows)
         if type(model.head).init_from_features is not Head.init_from_features:
             tokens, mask = self._tokens(model, rows)
@@ -351,12 +352,14 @@ class EncoderFoldModel(FoldModel):
             if cfg.solved_probe:
                 return None
         return _fit(self.model, self.data, split.train, split.val, self, seed, split.fold,
-                    lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair)
+                    lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair,
+                    keep_start=cfg.solves_head)
 
     def _solve_probe(self, model: EncoderClassifier, train: np.ndarray, val: np.ndarray,
                      grid: list[float]) -> float:
         """Make the model's head the logistic regression of the classical baselines on its own
-        input features (C picked on ``val``, refit on ``train`` + ``val``); the chosen C."""
+        input features (C picked on ``val``, then refit on ``train`` + ``val`` when the probe is
+        the whole fit, kept on ``train`` before LP-FT); the chosen C."""
         head = model.head
         if not isinstance(head, LinearHead):
             raise TypeError(f"probe: logistic solves a linear head, not {type(head).__name__}")
@@ -367,8 +370,10 @@ class EncoderFoldModel(FoldModel):
                 self.probe_features = np.concatenate([
                     head.features(*self._tokens(model, rows[s:s + step])).double().numpy()
                     for s in range(0, len(rows), step)])
+        # LP-FT stops early on `val`: a head refit on it would make the start look best there
         pipeline, c = fit_with_validation(logistic_probe(grid[0]), self.probe_features,
-                                          self.ctx.task.y, train, val, grid)
+                                          self.ctx.task.y, train, val, grid,
+                                          refit_on_val=self.ctx.cfg.solved_probe)
         weight, bias = logistic_as_linear(pipeline, self.ctx.task.n_classes)
         head.set_linear(torch.as_tensor(weight, dtype=torch.float32),
                         torch.as_tensor(bias, dtype=torch.float32))
@@ -469,10 +474,12 @@ class EncoderFoldModel(FoldModel):
             self._solve_probe(model, rows, np.zeros(0, dtype=np.int64), [c])
             fitted = {"probe": "logistic", "C": c}
         if not cfg.solved_probe:
-            epochs = max(1, round(float(np.median([f.best_epoch for f in fits]))))
-            _fit(model, self.data, rows, np.zeros(0, dtype=np.int64), self, seed, -1,
-                 lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair,
-                 stop_after=epochs)
+            # 0 only when LP-FT kept its start (best_epoch 0) in most folds: the probe is saved
+            epochs = round(float(np.median([f.best_epoch for f in fits])))
+            if epochs:
+                _fit(model, self.data, rows, np.zeros(0, dtype=np.int64), self, seed, -1,
+                     lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair,
+                     stop_after=epochs)
             fitted["epochs"] = epochs
         path = ctx.out / f"model_{self.tag}"
         stride = ((cfg.task.stride_s or task.window_s) if cfg.task.type == "recording"

@@ -45,7 +45,7 @@ class FitResult:
     train_loss: list[float] = field(default_factory=list)
     val_loss: list[float] = field(default_factory=list)
     val_balanced_accuracy: list[float] = field(default_factory=list)
-    best_epoch: int = 0  # 1-based; the weights of this epoch are restored
+    best_epoch: int = 0  # 1-based; the weights of this epoch are restored (0: the start's)
     seconds: float = 0.0
     skipped_steps: int = 0  # non-finite losses, skipped
     diagnostics: dict[str, float] = field(default_factory=dict)  # the head's, at the end
@@ -100,6 +100,20 @@ def predict_logits(model: torch.nn.Module, data: WindowTensors, index: np.ndarra
     return torch.cat(out)
 
 
+def _validate(model: torch.nn.Module, data: WindowTensors, val: np.ndarray, cfg: TrainConfig,
+              fabric: Fabric) -> tuple[float, float]:
+    """(class-balanced cross-entropy, balanced accuracy) of the model on ``val``."""
+    logits = predict_logits(model, data, val, cfg.eval_batch_size, fabric)
+    y_val = data.y[val]
+    return (balanced_cross_entropy(logits, y_val),
+            float(balanced_accuracy_score(y_val.numpy(), logits.argmax(1).numpy())))
+
+
+def _score(validation: tuple[float, float], monitor: str) -> float:
+    """What early stopping minimises: the validation loss or minus the balanced accuracy."""
+    return validation[0] if monitor == "val_loss" else -validation[1]
+
+
 class _EpochLog:
     """Per-epoch rows to CSV (rewritten each epoch) and optionally TensorBoard."""
 
@@ -133,7 +147,7 @@ def fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.
         epochs: int | None = None, stop_after: int | None = None,
         pair_index: np.ndarray | None = None, csv_path: Path | None = None,
         tensorboard_dir: Path | None = None, progress: bool = False, desc: str = "fit",
-        fabric: Fabric | None = None) -> FitResult:
+        fabric: Fabric | None = None, keep_start: bool = False) -> FitResult:
     """Train ``model`` on windows ``train``; select the epoch on ``val`` (may be empty).
 
     ``epochs`` sets the schedule length (default ``cfg.epochs``); ``stop_after`` ends training
@@ -141,7 +155,9 @@ def fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.
     ``pair_index[i]`` is the neighbouring window of window ``i`` for heads with pair views.
     ``fabric`` (default: the CPU in float32) places the model and runs its precision: batches
     are moved to its device, the loss is computed under its autocast, and its backward and
-    optimizer step apply a gradient scaler for 16-mixed.
+    optimizer step apply a gradient scaler for 16-mixed. ``keep_start`` makes the starting
+    weights a candidate of the selection too (``best_epoch`` 0): a fit that starts from a solved
+    head (LP-FT) then never ends worse on ``val`` than where it started.
     """
     fabric = fabric or make_fabric(TrainConfig())
     started = time.perf_counter()
@@ -159,6 +175,11 @@ def fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.
     head = model.head if isinstance(model, EncoderClassifier) else None
     result, log = FitResult(), _EpochLog(csv_path, tensorboard_dir)
     best_score, best_state, since_best = None, None, 0
+    if keep_start and len(val):
+        start = _validate(model, data, val, cfg, fabric)
+        best_score, best_state = _score(start, cfg.monitor), model.selection_state()
+        log.add({"epoch": 0, "val_loss": start[0], "val_balanced_accuracy": start[1],
+                 "seconds": time.perf_counter() - started})
     y_train = data.y[train].numpy()
     epoch_bar = progress_bar(range(last_epoch), enabled=progress, desc=desc, unit="epoch",
                              leave=False, position=1)
@@ -198,14 +219,11 @@ def fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.
         row = {"epoch": epoch + 1, "train_loss": result.train_loss[-1],
                "lr": optimizer.param_groups[0]["lr"]}
         if len(val):
-            logits = predict_logits(model, data, val, cfg.eval_batch_size, fabric)
-            y_val = data.y[val]
-            val_loss = balanced_cross_entropy(logits, y_val)
-            val_bacc = float(balanced_accuracy_score(y_val.numpy(), logits.argmax(1).numpy()))
+            val_loss, val_bacc = _validate(model, data, val, cfg, fabric)
             result.val_loss.append(val_loss)
             result.val_balanced_accuracy.append(val_bacc)
             row.update(val_loss=val_loss, val_balanced_accuracy=val_bacc)
-            score = val_loss if cfg.monitor == "val_loss" else -val_bacc
+            score = _score((val_loss, val_bacc), cfg.monitor)
             if best_score is None or score < best_score:
                 best_score, best_state, since_best = score, model.selection_state(), 0
                 result.best_epoch = epoch + 1
