@@ -15,10 +15,12 @@ subject-grouped 5-fold
 every evaluation step (`probe`: the head trained by the fine-tuning loop; `probe-lr`: the head
 solved as the classical baselines' logistic regression, `--probe logistic`), full fine-tuning
 at the last (`full`: attention-pool head; `lpft`: every weight fine-tuned from the solved
-probe, LP-FT). The same-architecture encoder from random initialisation (step 0) and the
-classical baselines (log band power + LR, tangent space + LR) are scored once per size on the
-same splits (a cell of another input scaling scores its own random initialisation); every
-pretrained score is compared with random initialisation, paired over the 24 subjects.
+probe, LP-FT; `lpft-refit`: the same, then refit on training + validation subjects for the
+epochs selected, `--refit true`). The same-architecture encoder from random initialisation
+(step 0) and the classical baselines (log band power + LR, tangent space + LR) are scored once
+per size on the same splits (a cell of another input scaling scores its own random
+initialisation); every pretrained score is compared with random initialisation, paired over the
+24 subjects.
 
 Everything resumes: prep and pretraining resume by themselves, and each finished downstream
 run is a `results.json` that a rerun reuses. Every finished measurement is appended to
@@ -65,8 +67,11 @@ MODES = {"probe": ["--probe", "gradient"], "probe-lr": ["--probe", "logistic"],
          "full": ["--head", "mlp", "--freeze", "false", "--probe", "gradient",
                   "--train.lr", "1e-3"],
          "lpft": ["--head", "linear", "--freeze", "false", "--probe", "logistic",
-                  "--train.lr", "1e-3"]}
-FINAL = ("full", "lpft")  # read-outs that fine-tune the encoder: scored at a cell's last step
+                  "--train.lr", "1e-3"],
+         "lpft-refit": ["--head", "linear", "--freeze", "false", "--probe", "logistic",
+                        "--train.lr", "1e-3", "--refit", "true"]}
+# read-outs that fine-tune the encoder: scored at a cell's last step
+FINAL = ("full", "lpft", "lpft-refit")
 ALIGN = "none,euclidean"
 QUICK: list[str] = []  # --quick: one fold, two epochs (checks the pipeline, measures nothing)
 

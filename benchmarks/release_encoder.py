@@ -85,8 +85,9 @@ Balanced accuracy, mean over subjects; *aligned*: Euclidean alignment of each su
 `probe-lr`: frozen encoder, the linear head solved as logistic regression with C picked on the
 validation subjects (`--probe logistic`, the classical baselines' classifier); `probe`: the
 same head trained by the fine-tuning loop; `full`: every weight fine-tuned with an
-attention-pool head. Paired over subjects against the same architecture from random
-initialisation.
+attention-pool head; `lpft`: every weight fine-tuned from the probe solved on the training
+subjects, early stopping on the validation subjects (which may keep the probe). Paired over
+subjects against the same architecture from random initialisation.
 
 {table}
 

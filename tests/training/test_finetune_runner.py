@@ -210,6 +210,17 @@ def test_lp_ft_starts_from_the_probe_of_the_training_subjects_and_keeps_it_when_
         expected = model.predict_proba(scaler.transform(z[np.sort(split.test)]))[:, 1]
         mine = predictions[predictions["fold"] == split.fold]["p_arithmetic"].to_numpy()
         np.testing.assert_allclose(mine, expected, atol=1e-4)
+    # refit on training + validation subjects for the selected 0 epochs: the frozen probe
+    refit = run_finetune(config(tmp_path / "refit", shards, checkpoint=str(checkpoint),
+                                models=["pretrained"], probe="logistic", freeze=False,
+                                refit=True, save_model=False,
+                                train={"epochs": 1, "batch_size": 32, "threads": 1,
+                                       "lr": 100.0}))
+    assert refit["models"]["pretrained"]["info"]["mode"].endswith(
+        "refit on training + validation subjects for the selected epochs")
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "refit" / "predictions.csv")["p_arithmetic"],
+                               pd.read_csv(tmp_path / "probe" / "predictions.csv")["p_arithmetic"],
+                               atol=1e-4)
     # kept in every fold, so the saved model is the probe of every window, not fine-tuned
     model, meta = load_finetuned(tmp_path / "lpft" / "model_pretrained")
     assert meta["extra"]["probe"] == "logistic" and meta["extra"]["epochs"] == 0
@@ -248,6 +259,23 @@ def test_augment_windows_augments_the_training_windows_of_full_fine_tuning(tmp_p
                                           seed=0), plain, rtol=1e-5)
     with pytest.raises(ConfigError, match="augment_windows needs full fine-tuning"):
         run_finetune(config(tmp_path / "frozen", shards, augment_windows=True))
+
+
+def test_refit_trains_again_on_training_and_validation_subjects_for_the_selected_epochs(
+        tmp_path: Path, shards: Path):
+    runs = {}
+    for refit in (False, True):
+        runs[refit] = run_finetune(config(tmp_path / str(refit), shards, head="mlp",
+                                          models=["random_init"], max_folds=1, refit=refit,
+                                          save_model=False,
+                                          train={"epochs": 3, "batch_size": 32, "threads": 1}))
+    best = runs[True]["models"]["random_init"]["learning_curves"][0]["best_epoch"]
+    assert best == runs[False]["models"]["random_init"]["learning_curves"][0]["best_epoch"]
+    log = pd.read_csv(tmp_path / "True" / "logs" / "random_init" / "fold_00_refit.csv")
+    assert list(log["epoch"]) == list(range(1, best + 1)) and "val_loss" not in log
+    assert not (tmp_path / "False" / "logs" / "random_init" / "fold_00_refit.csv").exists()
+    p = [pd.read_csv(tmp_path / str(r) / "predictions.csv")["p_arithmetic"] for r in runs]
+    assert not np.allclose(p[0], p[1], atol=1e-3)  # the refit model is the one tested
 
 
 @pytest.mark.parametrize(("head", "spiking"), [("shared_routed", "lif"), ("linear", "int")])

@@ -207,11 +207,14 @@ def cross_validate(model: FoldModel, ctx: RunContext) -> tuple[dict[str, Any], p
 def _fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.ndarray,
          fm: FoldModel, seed: int, fold: int, *, lr: float, weight_decay: float,
          epochs: int | None = None, pair: np.ndarray | None = None,
-         stop_after: int | None = None, keep_start: bool = False) -> FitResult:
-    """The harness's training loop with the run's logging for fold ``fold`` (-1: final refit)."""
+         stop_after: int | None = None, keep_start: bool = False,
+         refit: bool = False) -> FitResult:
+    """The harness's training loop with the run's logging for fold ``fold`` (-1: final model;
+    ``refit``: the fold's refit on training + validation subjects)."""
     cfg = fm.ctx.cfg
     logs = fm.ctx.out / "logs" / fm.tag
-    tag = f"fold_{fold:02d}" if fold >= 0 else "final"
+    tag = (f"fold_{fold:02d}" if fold >= 0 else "final") + ("_refit" if refit and fold >= 0
+                                                             else "")
     return fit(model, data, train, val, cfg.train, lr=lr, weight_decay=weight_decay, seed=seed,
                epochs=epochs, stop_after=stop_after, pair_index=pair, fabric=fm.ctx.fabric,
                csv_path=logs / f"{tag}.csv",
@@ -351,9 +354,29 @@ class EncoderFoldModel(FoldModel):
                                                    cfg.classical.c_grid))
             if cfg.solved_probe:
                 return None
-        return _fit(self.model, self.data, split.train, split.val, self, seed, split.fold,
-                    lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair,
-                    keep_start=cfg.solves_head)
+        result = _fit(self.model, self.data, split.train, split.val, self, seed, split.fold,
+                      lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair,
+                      keep_start=cfg.solves_head)
+        if cfg.refit and len(split.val):
+            rows = np.concatenate([split.train, split.val])
+            self.model = self._refit(rows, seed, split.fold,
+                                     self.chosen_c[-1] if cfg.solves_head else None,
+                                     result.best_epoch)
+        return result
+
+    def _refit(self, rows: np.ndarray, seed: int, fold: int, c: float | None,
+               epochs: int) -> EncoderClassifier:
+        """A model trained on ``rows`` without validation: the probe solved with ``c`` (None:
+        not solved), then ``epochs`` epochs of the loop (0: none)."""
+        cfg = self.ctx.cfg
+        model, pair = self._build(rows, seed)
+        if c is not None:
+            self._solve_probe(model, rows, np.zeros(0, dtype=np.int64), [c])
+        if epochs:
+            _fit(model, self.data, rows, np.zeros(0, dtype=np.int64), self, seed, fold,
+                 lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair,
+                 stop_after=epochs, refit=True)
+        return model
 
     def _solve_probe(self, model: EncoderClassifier, train: np.ndarray, val: np.ndarray,
                      grid: list[float]) -> float:
@@ -454,6 +477,8 @@ class EncoderFoldModel(FoldModel):
             mode += (", logistic probe (C chosen on validation subjects)" if self.frozen else
                      " from the solved logistic probe (LP-FT)")
             probe = {"chosen_C": ",".join(f"{c:g}" for c in self.chosen_c)}
+        if cfg.refit and not cfg.solved_probe:
+            mode += ", refit on training + validation subjects for the selected epochs"
         model = self.model if self.model is not None else EncoderClassifier(
             self.new_encoder(), self.new_head(0), frozen=self.frozen)
         return {"model": f"eegfm encoder ({origin})", "head": cfg.head, "spiking": cfg.spiking,
@@ -466,20 +491,12 @@ class EncoderFoldModel(FoldModel):
         ``model_<tag>/``."""
         ctx, cfg, task = self.ctx, self.ctx.cfg, self.ctx.task
         seed = seed_of(cfg.seed, self.key, "final")
-        rows = np.arange(len(task))
-        model, pair = self._build(rows, seed)
-        fitted: dict[str, Any] = {}
-        if cfg.solves_head:
-            c = float(np.median(self.chosen_c))
-            self._solve_probe(model, rows, np.zeros(0, dtype=np.int64), [c])
-            fitted = {"probe": "logistic", "C": c}
+        c = float(np.median(self.chosen_c)) if cfg.solves_head else None
+        # 0 only when LP-FT kept its start (best_epoch 0) in most folds: the probe is saved
+        epochs = 0 if cfg.solved_probe else round(float(np.median([f.best_epoch for f in fits])))
+        model = self._refit(np.arange(len(task)), seed, -1, c, epochs)
+        fitted: dict[str, Any] = {} if c is None else {"probe": "logistic", "C": c}
         if not cfg.solved_probe:
-            # 0 only when LP-FT kept its start (best_epoch 0) in most folds: the probe is saved
-            epochs = round(float(np.median([f.best_epoch for f in fits])))
-            if epochs:
-                _fit(model, self.data, rows, np.zeros(0, dtype=np.int64), self, seed, -1,
-                     lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair,
-                     stop_after=epochs)
             fitted["epochs"] = epochs
         path = ctx.out / f"model_{self.tag}"
         stride = ((cfg.task.stride_s or task.window_s) if cfg.task.type == "recording"
