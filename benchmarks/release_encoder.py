@@ -48,6 +48,24 @@ def downstream_table(rows: list[dict], cell: str, size: str, step: int) -> str:
     return "\n".join(lines)
 
 
+def higher_probes(rows: list[dict], probe: dict[str, float]) -> str:
+    """A sentence naming the study's cell/steps whose frozen probe (``probe-lr``) is above
+    ``probe`` both unaligned and aligned."""
+    scores: dict[tuple[str, int], dict[str, float]] = {}
+    for r in rows:
+        if r["mode"] == "probe-lr" and r["model"].startswith("pretrained"):
+            scores.setdefault((r["cell"], r["step"]), {})[r["model"]] = study.mean(r["per_subject"])
+    higher = [f"`{cell}` at step {step:,} ({s['pretrained']:.3f} / "
+              f"{s['pretrained (aligned)']:.3f})" for (cell, step), s in scores.items()
+              if len(s) == 2 and all(s[m] > probe.get(m, float("inf")) for m in s)]
+    of = f"Of the {len(scores)} cells and steps the study has scored this way,"
+    if not higher:
+        return f"{of} none is higher."
+    verb = "scores" if len(higher) == 1 else "score"
+    return (f"{of} {len(higher)} {verb} higher both ways: {', '.join(higher)}; see "
+            "docs/benchmarks.md, \"Pretraining study\".")
+
+
 CARD = """---
 library_name: eegfm
 license: bsd-3-clause
@@ -92,7 +110,7 @@ subjects against the same architecture from random initialisation.
 {table}
 
 {verdict} This encoder was picked as the study's best frozen probe by these same
-5-fold scores, among {n_candidates} cells and steps: a mild selection on the figures it reports.
+5-fold scores: a mild selection on the figures it reports. {higher}
 
 The subjects of eegmat in `../shared` (00–23) are the ones pretraining saw, unlabelled: these
 figures measure what pretraining on a cohort does for decoding that cohort's held-out subjects,
@@ -161,8 +179,7 @@ def main() -> None:
         objective_text="".join(f" + {k.removesuffix('_weight')} (weight {v})"
                                for k, v in objective.items()),
         table=downstream_table(rows, cell.name, cell.size, args.step), verdict=verdict,
-        n_candidates=len({(r["cell"], r["step"]) for r in rows if r["mode"] == "probe-lr"
-                          and r["model"].startswith("pretrained")}))
+        higher=higher_probes(rows, probe))
     (folder / "README.md").write_text(card)
     print(f"released {folder} ({sum(hours.values()):.1f} h, step {args.step})")
     print(verdict)
