@@ -261,19 +261,23 @@ def test_augment_windows_augments_the_training_windows_of_full_fine_tuning(tmp_p
         run_finetune(config(tmp_path / "frozen", shards, augment_windows=True))
 
 
+@pytest.mark.parametrize("model", ["random_init", "eegnet"])
 def test_refit_trains_again_on_training_and_validation_subjects_for_the_selected_epochs(
-        tmp_path: Path, shards: Path):
+        tmp_path: Path, shards: Path, model: str):
     runs = {}
     for refit in (False, True):
         runs[refit] = run_finetune(config(tmp_path / str(refit), shards, head="mlp",
-                                          models=["random_init"], max_folds=1, refit=refit,
+                                          models=[model], max_folds=1, refit=refit,
                                           save_model=False,
-                                          train={"epochs": 3, "batch_size": 32, "threads": 1}))
-    best = runs[True]["models"]["random_init"]["learning_curves"][0]["best_epoch"]
-    assert best == runs[False]["models"]["random_init"]["learning_curves"][0]["best_epoch"]
-    log = pd.read_csv(tmp_path / "True" / "logs" / "random_init" / "fold_00_refit.csv")
+                                          train={"epochs": 3, "batch_size": 32, "threads": 1},
+                                          baselines={"epochs": 3}))
+    entry = {refit: next(iter(run["models"].values())) for refit, run in runs.items()}
+    best = entry[True]["learning_curves"][0]["best_epoch"]
+    assert best == entry[False]["learning_curves"][0]["best_epoch"]
+    assert entry[True]["info"]["mode"].endswith("for the selected epochs")
+    log = pd.read_csv(tmp_path / "True" / "logs" / model / "fold_00_refit.csv")
     assert list(log["epoch"]) == list(range(1, best + 1)) and "val_loss" not in log
-    assert not (tmp_path / "False" / "logs" / "random_init" / "fold_00_refit.csv").exists()
+    assert not (tmp_path / "False" / "logs" / model / "fold_00_refit.csv").exists()
     p = [pd.read_csv(tmp_path / str(r) / "predictions.csv")["p_arithmetic"] for r in runs]
     assert not np.allclose(p[0], p[1], atol=1e-3)  # the refit model is the one tested
 

@@ -199,10 +199,10 @@ class FinetuneConfig:
     augment: Options = field(default_factory=dict)
     """make_view_augmenter options (training-time augmentation)."""
     refit: bool = False
-    """Encoder models trained by the loop: once a fold has selected its epoch on the validation
-    subjects, train again on training + validation subjects for that many epochs (a solved
-    probe refit on both with its chosen C), as the classical baselines are refit; the refit
-    model is the one tested. A second, shorter fit per fold."""
+    """Models trained by the loop (encoders, networks): once a fold has selected its epoch on
+    the validation subjects, train again on training + validation subjects for that many epochs
+    (a solved probe refit on both with its chosen C), as the classical baselines are refit; the
+    refit model is the one tested. A second, shorter fit per fold."""
     augment_windows: bool = False
     """Full fine-tuning (freeze false): augment every training window with the augment:
     transforms; heads with a pair view always augment both views."""

@@ -534,14 +534,26 @@ class NetworkFoldModel(FoldModel):
                                      **dict(getattr(cfg.baselines, self.key)))
 
     def fit(self, split: Split, seed: int) -> FitResult:
-        """The network trained from scratch, early-stopped on the validation subjects."""
+        """The network trained from scratch, early-stopped on the validation subjects (then,
+        with ``refit``, trained again on training + validation subjects for that many
+        epochs)."""
+        result = self._train(split.train, split.val, seed, split.fold)
+        if self.ctx.cfg.refit and len(split.val):
+            self._train(np.concatenate([split.train, split.val]), np.zeros(0, dtype=np.int64),
+                        seed, split.fold, stop_after=result.best_epoch)
+        return result
+
+    def _train(self, train: np.ndarray, val: np.ndarray, seed: int, fold: int,
+               stop_after: int | None = None) -> FitResult:
+        """A fresh network (``self.model``) trained on ``train``; ``stop_after``: a refit."""
         cfg = self.ctx.cfg
         torch.manual_seed(seed)
         self.model = self._new()
-        return _fit(self.model, self.data, split.train, split.val, self, seed, split.fold,
+        return _fit(self.model, self.data, train, val, self, seed, fold,
                     lr=cfg.baselines.lr or cfg.train.lr,
                     weight_decay=cfg.baselines.weight_decay,
-                    epochs=cfg.baselines.epochs or cfg.train.epochs)
+                    epochs=cfg.baselines.epochs or cfg.train.epochs, stop_after=stop_after,
+                    refit=stop_after is not None)
 
     def predict_proba(self, rows: np.ndarray) -> np.ndarray:
         """Softmax of the fitted network's logits."""
@@ -553,7 +565,9 @@ class NetworkFoldModel(FoldModel):
         model = self.model if self.model is not None else self._new()
         origin = "eegfm" if self.key == "dbconformer" else "braindecode"
         return {"model": f"{origin} {model.name} (from scratch)", "head": "-", "spiking": "none",
-                "mode": "trained from scratch",
+                "mode": "trained from scratch" + (
+                    ", refit on training + validation subjects for the selected epochs"
+                    if self.ctx.cfg.refit else ""),
                 "alignment": _alignment_text(self.align, "network"),
                 "params": _n_params(model), "trainable_params": _n_params(model, trainable=True)}
 
