@@ -64,6 +64,7 @@ from eegfm.training.finetune.report import (
 )
 
 ENERGY_WINDOWS = 256  # test windows measured per fold for the spiking energy report
+REFIT_MODE = ", refit on training + validation subjects for the selected epochs"  # info mode
 DISPLAY = {"pretrained": "pretrained", "random_init": "random_init",
            "bandpower_lr": "band power + LR", "tangent_lr": "tangent space + LR",
            "eegnet": "EEGNet", "shallow": "ShallowFBCSPNet", "conformer": "EEGConformer",
@@ -213,8 +214,7 @@ def _fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np
     ``refit``: the fold's refit on training + validation subjects)."""
     cfg = fm.ctx.cfg
     logs = fm.ctx.out / "logs" / fm.tag
-    tag = (f"fold_{fold:02d}" if fold >= 0 else "final") + ("_refit" if refit and fold >= 0
-                                                             else "")
+    tag = "final" if fold < 0 else f"fold_{fold:02d}" + ("_refit" if refit else "")
     return fit(model, data, train, val, cfg.train, lr=lr, weight_decay=weight_decay, seed=seed,
                epochs=epochs, stop_after=stop_after, pair_index=pair, fabric=fm.ctx.fabric,
                csv_path=logs / f"{tag}.csv",
@@ -478,7 +478,7 @@ class EncoderFoldModel(FoldModel):
                      " from the solved logistic probe (LP-FT)")
             probe = {"chosen_C": ",".join(f"{c:g}" for c in self.chosen_c)}
         if cfg.refit and not cfg.solved_probe:
-            mode += ", refit on training + validation subjects for the selected epochs"
+            mode += REFIT_MODE
         model = self.model if self.model is not None else EncoderClassifier(
             self.new_encoder(), self.new_head(0), frozen=self.frozen)
         return {"model": f"eegfm encoder ({origin})", "head": cfg.head, "spiking": cfg.spiking,
@@ -565,9 +565,7 @@ class NetworkFoldModel(FoldModel):
         model = self.model if self.model is not None else self._new()
         origin = "eegfm" if self.key == "dbconformer" else "braindecode"
         return {"model": f"{origin} {model.name} (from scratch)", "head": "-", "spiking": "none",
-                "mode": "trained from scratch" + (
-                    ", refit on training + validation subjects for the selected epochs"
-                    if self.ctx.cfg.refit else ""),
+                "mode": "trained from scratch" + (REFIT_MODE if self.ctx.cfg.refit else ""),
                 "alignment": _alignment_text(self.align, "network"),
                 "params": _n_params(model), "trainable_params": _n_params(model, trainable=True)}
 
