@@ -86,13 +86,20 @@ class Cell:
     steps: int
     eval_steps: tuple[int, ...]
     scaling: str = "channel"
+    lr: float | None = None  # the pretraining peak learning rate; None: the config's (2e-3)
 
     @property
     def name(self) -> str:
         """The cell's folder name, e.g. ``tiny-mixed-all-4000`` (the length is part of it: a
         run's learning-rate schedule is fixed at its first start)."""
         suffix = "" if self.scaling == "channel" else f"-{self.scaling}"
+        suffix += "" if self.lr is None else f"-lr{self.lr_text}"
         return f"{self.size}-{self.corpus}-{self.objective}-{self.steps}{suffix}"
+
+    @property
+    def lr_text(self) -> str:
+        """The learning rate as written in names and on the command line, e.g. ``1e-3``."""
+        return f"{self.lr:.0e}".replace("e-0", "e-")
 
 
 def grid(long_steps: int, eval_steps: tuple[int, ...]) -> list[Cell]:
@@ -103,8 +110,10 @@ def grid(long_steps: int, eval_steps: tuple[int, ...]) -> list[Cell]:
              ("tiny", "eegmat", "all"), ("small", "mixed", "recon"), ("small", "mixed", "all"),
              ("small", "eegmat", "all")]
     cells = [Cell(size, corpus, objective, long_steps, evals) for size, corpus, objective in order]
-    return cells + [Cell("tiny", "eegmat", "all", long_steps, evals, scaling)
-                    for scaling in SCALINGS if scaling != "channel"]
+    cells += [Cell("tiny", "eegmat", "all", long_steps, evals, scaling)
+              for scaling in SCALINGS if scaling != "channel"]
+    # the larger encoder at half the tiny config's learning rate
+    return [*cells, Cell("small", "eegmat", "all", long_steps, evals, lr=1e-3)]
 
 
 def record(out: Path, row: dict) -> None:
@@ -155,18 +164,23 @@ def pretrain(cell: Cell, shards: dict[str, Path], out: Path) -> Path:
     """Run (or resume) the cell's pretraining, keeping a checkpoint at every evaluation step."""
     run_dir = out / "runs" / cell.name
     every = np.gcd.reduce(cell.eval_steps)
-    options = [f"--model.pretrainer.{k}={v}" for k, v in OBJECTIVES[cell.objective].items()]
-    size = ["--model.encoder", f"eegfm_{cell.size}"] if cell.size != "tiny" else []
-    if SCALINGS[cell.scaling]:
-        size += ["--model.encoder_overrides", json.dumps(SCALINGS[cell.scaling])]
     run(eegfm("pretrain", "--config", str(CONFIG[cell.size]),
               "--data", *[str(shards[c]) for c in CORPORA[cell.corpus]],
               "--run_dir", str(run_dir), "--trainer.max_steps", str(cell.steps),
               "--trainer.enable_progress_bar", "false",
               "--checkpoint.every_n_train_steps", str(every), "--checkpoint.save_top_k", "-1",
-              *size, *options),
+              *model_options(cell)),
         out / "logs" / f"pretrain-{cell.name}.log")  # fmt: skip
     return run_dir
+
+
+def model_options(cell: Cell) -> list[str]:
+    """The `eegfm pretrain` model options of the cell (on top of its size's config)."""
+    options = ["--model.encoder", f"eegfm_{cell.size}"] if cell.size != "tiny" else []
+    if SCALINGS[cell.scaling]:
+        options += ["--model.encoder_overrides", json.dumps(SCALINGS[cell.scaling])]
+    options += [f"--model.pretrainer.{k}={v}" for k, v in OBJECTIVES[cell.objective].items()]
+    return options + ([] if cell.lr is None else ["--model.lr", cell.lr_text])
 
 
 def encoder_at(run_dir: Path, step: int, folder: Path) -> Path:

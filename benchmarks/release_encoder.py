@@ -15,7 +15,7 @@ figure the study recorded for that step, with the classical baselines beside the
 from __future__ import annotations
 
 import argparse
-import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -109,7 +109,7 @@ subjects against the same architecture from random initialisation.
 
 {table}
 
-{verdict} This encoder was picked as the study's best frozen probe by these same
+{verdict} This encoder was picked among the study's cells by these same
 5-fold scores: a mild selection on the figures it reports. {higher}
 
 The subjects of eegmat in `../shared` (00–23) are the ones pretraining saw, unlabelled: these
@@ -144,12 +144,9 @@ def main() -> None:
     hours = corpus_hours([args.study / "shards" / c for c in corpus])
     objective = study.OBJECTIVES[cell.objective]
     scaling = encoder.preprocessing["scaling"]
-    command = ("eegfm pretrain --config configs/pretrain/tiny.yaml --data "
-               + " ".join(f"SHARDS/{c}" for c in corpus)
-               + f" --trainer.max_steps {cell.steps}"
-               + "".join(f" --model.pretrainer.{k}={v}" for k, v in objective.items())
-               + ("" if not study.SCALINGS[cell.scaling] else
-                  f" --model.encoder_overrides '{json.dumps(study.SCALINGS[cell.scaling])}'"))
+    command = shlex.join(["eegfm", "pretrain", "--config", "configs/pretrain/tiny.yaml",
+                          "--data", *(f"SHARDS/{c}" for c in corpus),
+                          "--trainer.max_steps", str(cell.steps), *study.model_options(cell)])
     probe = {r["model"]: study.mean(r["per_subject"]) for r in rows
              if r["cell"] == cell.name and r["step"] == args.step and r["mode"] == "probe-lr"}
     best = {aligned: max(study.mean(r["per_subject"]) for r in rows

@@ -1,4 +1,4 @@
-"""The encoder released under weights/ (issue #15): it loads by every documented route, its
+"""The encoders released under weights/ (issue #15): each loads by every documented route, its
 folder says where it came from, and the downstream figures its model card states reproduce."""
 
 from __future__ import annotations
@@ -12,44 +12,60 @@ from eegmat_shards import prep_eegmat_subjects
 
 from eegfm.checkpoint import from_pretrained
 from eegfm.configs import config_path
+from eegfm.model_folder import HALF_ABOVE_BYTES
 from eegfm.models import create_model
 from eegfm.models.registry import released_models
 from eegfm.training.finetune.runner import resolve_config, run_finetune
 
 REPO = Path(__file__).resolve().parents[2]
-WEIGHTS = REPO / "weights" / "eegfm_tiny"
+RELEASES = ("eegfm_tiny", "eegfm_small")
+
+
+@pytest.fixture(scope="module", params=RELEASES)
+def name(request: pytest.FixtureRequest) -> str:
+    """The registry name of one release."""
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def extra() -> dict:
+def extra(name: str) -> dict:
     """The provenance and figures the release wrote into config.json."""
-    return json.loads((WEIGHTS / "config.json").read_text())["extra"]
+    return json.loads((REPO / "weights" / name / "config.json").read_text())["extra"]
 
 
-def test_the_released_encoder_loads_by_every_route(extra: dict) -> None:
-    assert "eegfm_tiny" in released_models()
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory: pytest.TempPathFactory, eegmat_dir: Path) -> Path:
+    """The 24 eegmat subjects of ../shared, prepped once for every release."""
+    return prep_eegmat_subjects(tmp_path_factory, eegmat_dir, [f"{i:02d}" for i in range(24)])
+
+
+def test_the_released_encoder_loads_by_every_route(name: str, extra: dict) -> None:
+    assert set(RELEASES) <= set(released_models())
     assert (REPO / "weights").resolve() == (REPO / "eegfm" / "weights").resolve()
-    released = create_model("eegfm_tiny", pretrained=True)
-    folder = from_pretrained(WEIGHTS)
+    released = create_model(name, pretrained=True)
+    folder = from_pretrained(REPO / "weights" / name)
     for key, value in folder.state_dict().items():
         torch.testing.assert_close(released.state_dict()[key], value, rtol=0, atol=0)
-    assert json.loads((WEIGHTS / "config.json").read_text())["weights_dtype"] == "float32"
+    float32_bytes = 4 * sum(p.numel() for p in folder.parameters())
+    stored = json.loads((REPO / "weights" / name / "config.json").read_text())["weights_dtype"]
+    assert stored == ("float16" if float32_bytes > HALF_ABOVE_BYTES else "float32")
     for key in ("study_cell", "global_step", "corpus", "corpus_hours", "objective", "command"):
         assert extra[key], key
-    card = (WEIGHTS / "README.md").read_text()
+    card = (REPO / "weights" / name / "README.md").read_text()
     figures = extra["eegmat_5fold_balanced_accuracy"]["probe-lr"]
     for model in ("pretrained", "pretrained (aligned)"):
         assert f"| probe-lr | {model} | {figures[model]:.3f} |" in card
     assert f"{extra['global_step']:,}" in card and extra["command"] in card
 
 
-def test_the_model_cards_frozen_probe_figures_reproduce(tmp_path_factory, eegmat_dir: Path,
-                                                        extra: dict) -> None:
+def test_the_model_cards_frozen_probe_figures_reproduce(tmp_path_factory, shards: Path,
+                                                        name: str, extra: dict) -> None:
     """`eegfm finetune` with configs/finetune/eegmat.yaml on the 24 subjects of ../shared gives
-    the card's frozen-probe figures, and, aligned, at least tangent space + LR's."""
-    shards = prep_eegmat_subjects(tmp_path_factory, eegmat_dir, [f"{i:02d}" for i in range(24)])
+    the card's frozen-probe figures (read from float16 weights where the release stores them),
+    and, aligned, at least tangent space + LR's."""
     results = run_finetune(resolve_config(
-        config_path("finetune", "eegmat.yaml"), data=str(shards), checkpoint=str(WEIGHTS),
+        config_path("finetune", "eegmat.yaml"), data=str(shards),
+        checkpoint=str(REPO / "weights" / name),
         models=["pretrained", "tangent_lr"], out=str(tmp_path_factory.mktemp("release")),
         save_model=False, progress=False, n_bootstrap=100))
     score = {name: entry["summary"]["balanced_accuracy"]["mean"]
