@@ -19,6 +19,7 @@ import shlex
 import sys
 from pathlib import Path
 
+from eegfm.evaluation.statistics import paired_comparison
 from eegfm.models import create_model
 from eegfm.shards import read_manifest
 
@@ -64,6 +65,24 @@ def higher_probes(rows: list[dict], probe: dict[str, float]) -> str:
     verb = "scores" if len(higher) == 1 else "score"
     return (f"{of} {len(higher)} {verb} higher both ways: {', '.join(higher)}; see "
             "docs/benchmarks.md, \"Pretraining study\".")
+
+
+def against_best(rows: list[dict], size: str, probe_rows: dict[str, dict[str, float]],
+                 aligned: bool) -> str:
+    """The probe against the best classical baseline of its alignment: "unaligned 0.731 vs
+    0.711 (met; +0.020, Wilcoxon p 0.98)"."""
+    best = max((r for r in rows if r["size"] == size and r["step"] == 0
+                and r["model"].startswith(("band", "tangent"))
+                and r["model"].endswith("(aligned)") == aligned),
+               key=lambda r: study.mean(r["per_subject"]))
+    ours = probe_rows.get("pretrained (aligned)" if aligned else "pretrained")
+    label, theirs = "aligned" if aligned else "unaligned", study.mean(best["per_subject"])
+    if ours is None:
+        return f"{label}: no probe-lr figure vs {theirs:.3f}"
+    paired = paired_comparison(ours, best["per_subject"])
+    met = "met" if study.mean(ours) >= theirs else "not met"
+    return (f"{label} {study.mean(ours):.3f} vs {theirs:.3f} ({met}; "
+            f"{paired['mean_difference']:+.3f}, Wilcoxon p {paired['wilcoxon_p']:.2g})")
 
 
 CARD = """---
@@ -147,17 +166,12 @@ def main() -> None:
     command = shlex.join(["eegfm", "pretrain", "--config", "configs/pretrain/tiny.yaml",
                           "--data", *(f"SHARDS/{c}" for c in corpus),
                           "--trainer.max_steps", str(cell.steps), *study.model_options(cell)])
-    probe = {r["model"]: study.mean(r["per_subject"]) for r in rows
-             if r["cell"] == cell.name and r["step"] == args.step and r["mode"] == "probe-lr"}
-    best = {aligned: max(study.mean(r["per_subject"]) for r in rows
-                         if r["size"] == cell.size and r["step"] == 0
-                         and r["model"].startswith(("band", "tangent"))
-                         and r["model"].endswith("(aligned)") == aligned)
-            for aligned in (False, True)}
-    verdict = "Against the best classical baseline of the same report (frozen `probe-lr`): " + \
-        "; ".join(f"{'aligned' if a else 'unaligned'} {probe.get(m, float('nan')):.3f} vs "
-                  f"{best[a]:.3f} ({'met' if probe.get(m, 0) >= best[a] else 'not met'})"
-                  for a, m in ((False, "pretrained"), (True, "pretrained (aligned)"))) + "."
+    probe_rows = {r["model"]: r["per_subject"] for r in rows
+                  if r["cell"] == cell.name and r["step"] == args.step and r["mode"] == "probe-lr"}
+    probe = {model: study.mean(per_subject) for model, per_subject in probe_rows.items()}
+    verdict = "Against the best classical baseline of the same report (frozen `probe-lr`; " \
+        "paired over subjects): " + "; ".join(
+            against_best(rows, cell.size, probe_rows, aligned) for aligned in (False, True)) + "."
     figures: dict[str, dict[str, float]] = {}  # what tests/models/test_released_weights.py reruns
     for r in rows:
         if (r["cell"] == cell.name and r["step"] == args.step) or (

@@ -5,7 +5,7 @@
 
 1. prep the source into coordinate-tagged shards (`eegfm prep`),
 2. pretrain the tiny encoder briefly on them (`eegfm pretrain`, configs/pretrain/tiny.yaml),
-   or, with `--pretrained weights/eegfm_tiny`, take the released encoder instead,
+   or, with `--pretrained weights/eegfm_tiny`, take a released encoder instead,
 3. fine-tune it with a cross-subject protocol next to the baselines (`eegfm finetune`,
    configs/finetune/eegmat.yaml or moabb.yaml), and print the table.
 

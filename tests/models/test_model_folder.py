@@ -169,9 +169,9 @@ def test_create_model_loads_a_folder_into_the_named_architecture(tmp_path: Path)
         assert torch.equal(model.state_dict()[name], value), name
     with pytest.raises(ValueError, match=r"does not hold a eegfm_small .*depth=2 there, 8 here"):
         create_model("eegfm_small", checkpoint_path=tmp_path / "tiny")
-    with pytest.raises(ValueError, match=r"no pretrained weights for 'eegfm_small' ship with "
-                                         r"this eegfm \(released: eegfm_tiny\)"):
-        create_model("eegfm_small", pretrained=True)
+    with pytest.raises(ValueError, match=r"no pretrained weights for 'eegfm_base' ship with "
+                                         r"this eegfm \(released: eegfm_small, eegfm_tiny\)"):
+        create_model("eegfm_base", pretrained=True)
     with pytest.raises(ValueError, match=r"eegfm_tiny is a model name, not saved weights"):
         eegfm.from_pretrained("eegfm_tiny")
 
