@@ -87,6 +87,7 @@ class Cell:
     eval_steps: tuple[int, ...]
     scaling: str = "channel"
     lr: float | None = None  # the pretraining peak learning rate; None: the config's (2e-3)
+    seed: int = 0  # the pretraining run's seed (`seed_everything`)
 
     @property
     def name(self) -> str:
@@ -94,6 +95,7 @@ class Cell:
         run's learning-rate schedule is fixed at its first start)."""
         suffix = "" if self.scaling == "channel" else f"-{self.scaling}"
         suffix += "" if self.lr is None else f"-lr{self.lr_text}"
+        suffix += "" if self.seed == 0 else f"-seed{self.seed}"
         return f"{self.size}-{self.corpus}-{self.objective}-{self.steps}{suffix}"
 
     @property
@@ -112,8 +114,9 @@ def grid(long_steps: int, eval_steps: tuple[int, ...]) -> list[Cell]:
     cells = [Cell(size, corpus, objective, long_steps, evals) for size, corpus, objective in order]
     cells += [Cell("tiny", "eegmat", "all", long_steps, evals, scaling)
               for scaling in SCALINGS if scaling != "channel"]
-    # the larger encoder at half the tiny config's learning rate
-    return [*cells, Cell("small", "eegmat", "all", long_steps, evals, lr=1e-3)]
+    # the larger encoder at half the tiny config's learning rate, and that run with another seed
+    return [*cells, *(Cell("small", "eegmat", "all", long_steps, evals, lr=1e-3, seed=seed)
+                      for seed in (0, 1))]
 
 
 def record(out: Path, row: dict) -> None:
@@ -180,7 +183,8 @@ def model_options(cell: Cell) -> list[str]:
     if SCALINGS[cell.scaling]:
         options += ["--model.encoder_overrides", json.dumps(SCALINGS[cell.scaling])]
     options += [f"--model.pretrainer.{k}={v}" for k, v in OBJECTIVES[cell.objective].items()]
-    return options + ([] if cell.lr is None else ["--model.lr", cell.lr_text])
+    options += [] if cell.lr is None else ["--model.lr", cell.lr_text]
+    return options + ([] if cell.seed == 0 else ["--seed_everything", str(cell.seed)])
 
 
 def encoder_at(run_dir: Path, step: int, folder: Path) -> Path:
