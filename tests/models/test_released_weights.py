@@ -28,9 +28,21 @@ def name(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="module")
-def extra(name: str) -> dict:
+def weights(name: str) -> Path:
+    """The release's model folder, through the repository's `weights/` link."""
+    return REPO / "weights" / name
+
+
+@pytest.fixture(scope="module")
+def config(weights: Path) -> dict:
+    """The release's config.json."""
+    return json.loads((weights / "config.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def extra(config: dict) -> dict:
     """The provenance and figures the release wrote into config.json."""
-    return json.loads((REPO / "weights" / name / "config.json").read_text())["extra"]
+    return config["extra"]
 
 
 @pytest.fixture(scope="module")
@@ -39,20 +51,21 @@ def shards(tmp_path_factory: pytest.TempPathFactory, eegmat_dir: Path) -> Path:
     return prep_eegmat_subjects(tmp_path_factory, eegmat_dir, [f"{i:02d}" for i in range(24)])
 
 
-def test_the_released_encoder_loads_by_every_route(name: str, extra: dict) -> None:
+def test_the_released_encoder_loads_by_every_route(name: str, weights: Path, config: dict,
+                                                  extra: dict) -> None:
     assert set(RELEASES) <= set(released_models())
     assert (REPO / "weights").resolve() == (REPO / "eegfm" / "weights").resolve()
     released = create_model(name, pretrained=True)
-    folder = from_pretrained(REPO / "weights" / name)
+    folder = from_pretrained(weights)
     for key, value in folder.state_dict().items():
         torch.testing.assert_close(released.state_dict()[key], value, rtol=0, atol=0)
     float32_bytes = sum(4 * v.numel() for v in folder.state_dict().values()
                         if v.is_floating_point())
-    stored = json.loads((REPO / "weights" / name / "config.json").read_text())["weights_dtype"]
-    assert stored == ("float16" if float32_bytes > HALF_ABOVE_BYTES else "float32")
+    assert config["weights_dtype"] == ("float16" if float32_bytes > HALF_ABOVE_BYTES
+                                       else "float32")
     for key in ("study_cell", "global_step", "corpus", "corpus_hours", "objective", "command"):
         assert extra[key], key
-    card = (REPO / "weights" / name / "README.md").read_text()
+    card = (weights / "README.md").read_text()
     figures = extra["eegmat_5fold_balanced_accuracy"]["probe-lr"]
     for model in ("pretrained", "pretrained (aligned)"):
         assert f"| probe-lr | {model} | {figures[model]:.3f} |" in card
@@ -60,13 +73,14 @@ def test_the_released_encoder_loads_by_every_route(name: str, extra: dict) -> No
 
 
 def test_the_model_cards_frozen_probe_figures_reproduce(tmp_path_factory, shards: Path,
-                                                        name: str, extra: dict) -> None:
+                                                        name: str, weights: Path,
+                                                        extra: dict) -> None:
     """`eegfm finetune` with configs/finetune/eegmat.yaml on the 24 subjects of ../shared gives
     the card's frozen-probe figures (read from float16 weights where the release stores them),
     and, aligned and wherever the card says so unaligned, at least tangent space + LR's."""
     results = run_finetune(resolve_config(
         config_path("finetune", "eegmat.yaml"), data=str(shards),
-        checkpoint=str(REPO / "weights" / name),
+        checkpoint=str(weights),
         models=["pretrained", "tangent_lr"], out=str(tmp_path_factory.mktemp("release")),
         save_model=False, progress=False, n_bootstrap=100))
     score = {model: entry["summary"]["balanced_accuracy"]["mean"]
