@@ -114,9 +114,11 @@ def grid(long_steps: int, eval_steps: tuple[int, ...]) -> list[Cell]:
     cells = [Cell(size, corpus, objective, long_steps, evals) for size, corpus, objective in order]
     cells += [Cell("tiny", "eegmat", "all", long_steps, evals, scaling)
               for scaling in SCALINGS if scaling != "channel"]
-    # the larger encoder at half the tiny config's learning rate, and that run with another seed
+    # the larger encoder at half the tiny config's learning rate, that run with another seed,
+    # and the same recipe on the mixed-device corpus
     return [*cells, *(Cell("small", "eegmat", "all", long_steps, evals, lr=1e-3, seed=seed)
-                      for seed in (0, 1))]
+                      for seed in (0, 1)),
+            Cell("small", "mixed", "all", long_steps, evals, lr=1e-3)]
 
 
 def record(out: Path, row: dict) -> None:

@@ -61,7 +61,7 @@ def higher_probes(rows: list[dict], probe: dict[str, float]) -> str:
               if len(s) == 2 and all(s[m] > probe.get(m, float("inf")) for m in s)]
     of = f"Of the {len(scores)} cells and steps the study has scored this way,"
     if not higher:
-        return f"{of} none is higher."
+        return f"{of} none is higher both ways."
     verb = "scores" if len(higher) == 1 else "score"
     return (f"{of} {len(higher)} {verb} higher both ways: {', '.join(higher)}; see "
             "docs/benchmarks.md, \"Pretraining study\".")
@@ -123,8 +123,9 @@ Balanced accuracy, mean over subjects; *aligned*: Euclidean alignment of each su
 validation subjects (`--probe logistic`, the classical baselines' classifier); `probe`: the
 same head trained by the fine-tuning loop; `full`: every weight fine-tuned with an
 attention-pool head; `lpft`: every weight fine-tuned from the probe solved on the training
-subjects, early stopping on the validation subjects (which may keep the probe). Paired over
-subjects against the same architecture from random initialisation.
+subjects, early stopping on the validation subjects (which may keep the probe); `lpft-refit`:
+the same, then refit on training + validation subjects for the epochs each fold selected. Paired
+over subjects against the same architecture from random initialisation (where it was run).
 
 {table}
 
