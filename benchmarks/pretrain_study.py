@@ -23,9 +23,15 @@ initialisation); every pretrained score is compared with random initialisation, 
 24 subjects.
 
 Everything resumes: prep and pretraining resume by themselves, and each finished downstream
-run is a `results.json` that a rerun reuses. Every finished measurement is appended to
-`OUT/study.jsonl` at once, so a run stopped at any point keeps what it measured; `--report`
-(also run at the end) writes `OUT/study.md` and `OUT/study.png` from that file.
+run is a `results.json` that a rerun reuses. Every finished measurement is appended at once to
+the records file (`--records`, default `benchmarks/results/pretrain_study.jsonl`: in the
+repository, so the per-subject scores behind docs/benchmarks.md are committed and survive a new
+checkout, where `OUT` is not kept), so a run stopped at any point keeps what it measured;
+`--report` (also run at the end) writes `OUT/study.md`, `OUT/study-summary.md` and
+`OUT/study.png` from that file. A cell whose encoders are already in `OUT/encoders/CELL/STEP/`
+(a model folder, e.g. a released one copied there) is not pretrained again, and
+`--random-init false` scores a cell's read-outs without first scoring its size's random
+initialisation in them.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("EEGFM_SHARED_EEG", REPO.parent / "shared" / "eeg"))
 CONFIG = {"tiny": REPO / "configs/pretrain/tiny.yaml", "small": REPO / "configs/pretrain/tiny.yaml"}
 TASK = REPO / "configs" / "finetune" / "eegmat.yaml"
+RECORDS = REPO / "benchmarks" / "results" / "pretrain_study.jsonl"
 # the pretrainer options each objective sets (targets: docs/pretrain.md); weight 0.1, as at 1.0
 # the targets stall reconstruction in a short run (docs/pretrain.md, "Neuro-statistics targets")
 OBJECTIVES = {
@@ -69,9 +76,12 @@ MODES = {"probe": ["--probe", "gradient"], "probe-lr": ["--probe", "logistic"],
          "lpft": ["--head", "linear", "--freeze", "false", "--probe", "logistic",
                   "--train.lr", "1e-3"],
          "lpft-refit": ["--head", "linear", "--freeze", "false", "--probe", "logistic",
-                        "--train.lr", "1e-3", "--refit", "true"]}
+                        "--train.lr", "1e-3", "--refit", "true"],
+         # WiSE-FT's default mixing weight, fixed before any run (no held-out data to pick it on)
+         "lpft-wise": ["--head", "linear", "--freeze", "false", "--probe", "logistic",
+                       "--train.lr", "1e-3", "--wise", "0.5"]}
 # read-outs that fine-tune the encoder: scored at a cell's last step
-FINAL = ("full", "lpft", "lpft-refit")
+FINAL = ("full", "lpft", "lpft-refit", "lpft-wise")
 ALIGN = "none,euclidean"
 QUICK: list[str] = []  # --quick: one fold, two epochs (checks the pipeline, measures nothing)
 
@@ -121,17 +131,17 @@ def grid(long_steps: int, eval_steps: tuple[int, ...]) -> list[Cell]:
             Cell("small", "mixed", "all", long_steps, evals, lr=1e-3)]
 
 
-def record(out: Path, row: dict) -> None:
-    """Append one finished measurement to OUT/study.jsonl (flushed and synced)."""
-    with open(out / "study.jsonl", "a") as handle:
+def record(records: Path, row: dict) -> None:
+    """Append one finished measurement to the records file (flushed and synced)."""
+    records.parent.mkdir(parents=True, exist_ok=True)
+    with open(records, "a") as handle:
         handle.write(json.dumps(row) + "\n")
         handle.flush()
         os.fsync(handle.fileno())
 
 
-def recorded(out: Path) -> list[dict]:
-    """Every measurement recorded so far."""
-    path = out / "study.jsonl"
+def recorded(path: Path) -> list[dict]:
+    """Every measurement recorded so far in the records file ``path``."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] \
         if path.is_file() else []
 
@@ -154,12 +164,13 @@ def eegfm(*args: str) -> list[str]:
     return [sys.executable, "-m", "eegfm", *args]
 
 
-def prep(out: Path) -> dict[str, Path]:
-    """Shards of each source (prep resumes: recordings already converted are skipped)."""
+def prep(out: Path, sources: set[str]) -> dict[str, Path]:
+    """Shards of each source (prep resumes: recordings already converted are skipped); the
+    sources not asked for are not converted."""
     shards = {}
     for name in ("eegmat", "muse", "formats"):
         shards[name] = out / "shards" / name
-        if not (shards[name] / "manifest.jsonl").is_file():
+        if name in sources and not (shards[name] / "manifest.jsonl").is_file():
             run(eegfm("prep", str(SHARED / name), "--out", str(shards[name]), "--no-progress"),
                 out / "logs" / "prep.log")
     return shards
@@ -224,11 +235,24 @@ def scores(results: dict) -> Iterator[tuple[str, dict[str, float]]]:
         yield name, {s: v.get("balanced_accuracy") for s, v in entry["per_subject"].items()}
 
 
-def measure(out: Path, cells: list[Cell], shards: dict[str, Path], modes: list[str]) -> None:
-    """Run every cell not yet measured in ``modes``, recording each result as soon as it
-    exists."""
-    done = {(r["cell"], r["step"], r["mode"], r["model"]) for r in recorded(out)}
-    for size in sorted({c.size for c in cells}):
+def needed_steps(cell: Cell, modes: list[str]) -> list[int]:
+    """The cell's steps that ``modes`` score (the fine-tuning read-outs only the last)."""
+    return [s for s in cell.eval_steps
+            if any(m not in FINAL or s == cell.steps for m in modes)]
+
+
+def has_encoders(out: Path, cell: Cell, modes: list[str]) -> bool:
+    """Whether every encoder the cell's read-outs need is already a model folder."""
+    return all((out / "encoders" / cell.name / str(s) / "config.json").is_file()
+               for s in needed_steps(cell, modes))
+
+
+def measure(out: Path, cells: list[Cell], shards: dict[str, Path], modes: list[str],
+            records: Path, random_init: bool = True) -> None:
+    """Run every cell not yet measured in ``modes``, recording each result in ``records`` as
+    soon as it exists (``random_init`` false: not the random-init baselines first)."""
+    done = {(r["cell"], r["step"], r["mode"], r["model"]) for r in recorded(records)}
+    for size in sorted({c.size for c in cells}) if random_init else []:
         checkpoint = None
         if size != "tiny":  # random_init copies the architecture of the checkpoint it is given
             checkpoint = out / "encoders" / f"{size}-random"
@@ -242,11 +266,13 @@ def measure(out: Path, cells: list[Cell], shards: dict[str, Path], modes: list[s
                 continue
             results = downstream(out, shards, key, models, checkpoint, mode)
             for model, per_subject in scores(results):
-                record(out, {"cell": key, "size": size, "step": 0, "mode": mode,
+                record(records, {"cell": key, "size": size, "step": 0, "mode": mode,
                              "model": model, "per_subject": per_subject})
     for cell in cells:
-        print(f"{cell.name}: pretraining to step {cell.steps}", flush=True)
-        run_dir = pretrain(cell, shards, out)
+        run_dir = out / "runs" / cell.name
+        if not has_encoders(out, cell, modes):
+            print(f"{cell.name}: pretraining to step {cell.steps}", flush=True)
+            pretrain(cell, shards, out)
         for step in cell.eval_steps:
             for mode in modes:
                 if ((mode in FINAL and step != cell.steps)
@@ -257,7 +283,8 @@ def measure(out: Path, cells: list[Cell], shards: dict[str, Path], modes: list[s
                 results = downstream(out, shards, f"{cell.name}-{step}-{mode}", models,
                                      encoder, mode)
                 for model, per_subject in scores(results):
-                    record(out, {"cell": cell.name, "size": cell.size, "corpus": cell.corpus,
+                    record(records, {"cell": cell.name, "size": cell.size,
+                                 "corpus": cell.corpus,
                                  "objective": cell.objective, "step": step, "mode": mode,
                                  "model": model, "per_subject": per_subject})
 
@@ -292,10 +319,10 @@ def versus_random(rows: list[dict]) -> Callable[[dict], str]:
     return text
 
 
-def report(out: Path) -> str:
+def report(out: Path, records: Path) -> str:
     """OUT/study.md (table by cell and step, paired statistics against random init),
-    OUT/study-summary.md and OUT/study.png."""
-    rows = recorded(out)
+    OUT/study-summary.md and OUT/study.png, from the records file."""
+    rows = recorded(records)
     versus = versus_random(rows)
     lines = ["| cell | step | mode | model | balanced accuracy | − random init (95 % CI), p |",
              "|---|---|---|---|---|---|"]
@@ -389,6 +416,10 @@ def main() -> None:
     """Run or resume the study, then write its report."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path("runs/study"))
+    parser.add_argument("--records", type=Path, default=RECORDS,
+                        help="the measurements file, appended to (default: %(default)s)")
+    parser.add_argument("--random-init", choices=("true", "false"), default="true",
+                        help="score each size's random initialisation in the read-outs first")
     parser.add_argument("--cells", help="comma-separated cell names (default: every cell, "
                                         "in order)")
     parser.add_argument("--long-steps", type=int, default=4000,
@@ -417,8 +448,11 @@ def main() -> None:
         modes = args.modes.split(",")
         if not modes or set(modes) - set(MODES):
             sys.exit(f"pretrain_study: --modes takes {list(MODES)}, got {args.modes!r}")
-        measure(args.out, cells, prep(args.out), modes)
-    print(report(args.out))
+        sources = {"eegmat"}.union(*(CORPORA[c.corpus] for c in cells
+                                     if not has_encoders(args.out, c, modes)))
+        measure(args.out, cells, prep(args.out, sources), modes, args.records,
+                args.random_init == "true")
+    print(report(args.out, args.records))
 
 
 if __name__ == "__main__":

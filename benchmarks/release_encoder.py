@@ -142,6 +142,8 @@ def main() -> None:
     """Write the released folder and its card."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", type=Path, default=Path("runs/study"))
+    parser.add_argument("--records", type=Path, default=study.RECORDS,
+                        help="the study's measurements file (default: %(default)s)")
     parser.add_argument("--cell", required=True, help="a study cell, e.g. tiny-eegmat-all-12000")
     parser.add_argument("--step", type=int, required=True, help="the cell's checkpoint step")
     parser.add_argument("--name", required=True, help="registry name, e.g. eegfm_tiny")
@@ -159,7 +161,7 @@ def main() -> None:
         sys.exit(f"release_encoder: {source}: no encoder of that step (run the study first)")
     encoder = create_model(args.name, checkpoint_path=source,
                            **study.SCALINGS[cell.scaling])  # checks the architecture
-    rows = study.recorded(args.study)
+    rows = study.recorded(args.records)
     corpus = study.CORPORA[cell.corpus]
     hours = corpus_hours([args.study / "shards" / c for c in corpus])
     objective = study.OBJECTIVES[cell.objective]

@@ -20,8 +20,10 @@ from eegfm.config import ConfigError
 from eegfm.data.tasks import TaskConfig, build_task_set
 from eegfm.evaluation import Split, SplitHygieneError, make_splits, time_blocks
 from eegfm.evaluation.classical import C_GRID
+from eegfm.heads import LinearHead
 from eegfm.models import create_model
-from eegfm.training.finetune.fold_models import predict_windows
+from eegfm.models.classifier import EncoderClassifier
+from eegfm.training.finetune.fold_models import interpolate_weights, predict_windows
 from eegfm.training.finetune.runner import hygienic_split, run_finetune
 
 SUBJECTS = ["00", "01", "02", "03"]
@@ -227,6 +229,61 @@ def test_lp_ft_starts_from_the_probe_of_the_training_subjects_and_keeps_it_when_
     scaler, direct = _logistic(meta["extra"]["C"], z, task.y)
     np.testing.assert_allclose(predict_windows(model, task, "none", 256),
                                direct.predict_proba(scaler.transform(z)), atol=1e-4)
+
+
+def test_wise_ft_averages_the_lp_ft_start_and_its_fine_tuned_weights(tmp_path: Path,
+                                                                     shards: Path,
+                                                                     checkpoint: Path):
+    def run(name: str, **values) -> tuple[dict, np.ndarray]:
+        results = run_finetune(config(tmp_path / name, shards, checkpoint=str(checkpoint),
+                                      models=["pretrained"], probe="logistic", freeze=False,
+                                      n_val_subjects=0, **{"save_model": False, **values}))
+        frame = pd.read_csv(tmp_path / name / "predictions.csv")
+        return results["models"]["pretrained"], frame["p_arithmetic"].to_numpy()
+
+    # no validation subjects: the probe keeps the grid's first C, and every fold tests the
+    # weights of its last epoch (no selection can keep the start)
+    lpft, p_lpft = run("lpft")
+    assert [curve["best_epoch"] for curve in lpft["learning_curves"]] == [1, 1]
+    whole, p_whole = run("wise1", wise=1.0)
+    np.testing.assert_allclose(p_whole, p_lpft, atol=1e-6)
+    assert whole["info"]["mode"].endswith("weights averaged with the start (WiSE-FT, "
+                                          "1 x fine-tuned)")
+    # wise 0: the start, i.e. the probe solved on each fold's training subjects
+    _, p_start = run("wise0", wise=0.0, save_model=True)
+    task, z = _probe_features(checkpoint, shards)
+    for split in make_splits("kfold", task.subject, task.y, n_folds=2, n_val_subjects=0):
+        scaler, model = _logistic(C_GRID[0], z[split.train], task.y[split.train])
+        expected = model.predict_proba(scaler.transform(z[np.sort(split.test)]))[:, 1]
+        np.testing.assert_allclose(p_start[np.sort(split.test)], expected, atol=1e-4)
+    # the saved model: fine-tuned on every window for the selected epoch, averaged the same way
+    model, meta = load_finetuned(tmp_path / "wise0" / "model_pretrained")
+    assert meta["extra"]["epochs"] == 1
+    scaler, direct = _logistic(C_GRID[0], z, task.y)
+    np.testing.assert_allclose(predict_windows(model, task, "none", 256),
+                               direct.predict_proba(scaler.transform(z)), atol=1e-4)
+    _, p_half = run("wise05", wise=0.5)
+    assert not np.allclose(p_half, p_lpft, atol=1e-4)
+    assert not np.allclose(p_half, p_start, atol=1e-4)
+    for bad in ({"wise": 1.5}, {"wise": 0.5, "head": "mlp"}, {"wise": 0.5, "freeze": True}):
+        with pytest.raises(ConfigError, match="WiSE-FT averages"):
+            run_finetune(config(tmp_path / "bad", shards, checkpoint=str(checkpoint),
+                                models=["pretrained"], probe="logistic",
+                                **{"freeze": False, **bad}))
+
+
+def test_interpolate_weights_is_the_weighted_mean_of_the_float_weights():
+    torch.manual_seed(0)
+    model = EncoderClassifier(create_model("eegfm_tiny"), LinearHead(64, 2), frozen=False)
+    start = model.selection_state()
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    end = model.selection_state()
+    interpolate_weights(model, start, 0.25)
+    for key, value in model.selection_state().items():
+        np.testing.assert_allclose(value.numpy(), 0.75 * start[key].numpy()
+                                   + 0.25 * end[key].numpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_mlp_fine_tuning_updates_the_encoder(tmp_path: Path, shards: Path, checkpoint: Path):

@@ -203,6 +203,10 @@ class FinetuneConfig:
     the validation subjects, train again on training + validation subjects for that many epochs
     (a solved probe refit on both with its chosen C), as the classical baselines are refit; the
     refit model is the one tested. A second, shorter fit per fold."""
+    wise: float | None = None
+    """WiSE-FT for LP-FT (probe logistic, freeze false): the tested model's weights are
+    (1 - wise) x its start (the encoder as loaded, the solved probe) + wise x the fine-tuned
+    ones, per fold and in the saved model; null: the fine-tuned weights alone."""
     augment_windows: bool = False
     """Full fine-tuning (freeze false): augment every training window with the augment:
     transforms; heads with a pair view always augment both views."""
@@ -264,6 +268,11 @@ class FinetuneConfig:
                               f"{self.max_folds}")
         if self.n_bootstrap < 100:
             raise ConfigError(f"n_bootstrap must be at least 100, got {self.n_bootstrap}")
+        if self.wise is not None and not (self.solves_head and not self.frozen
+                                          and 0.0 <= self.wise <= 1.0):
+            raise ConfigError(f"wise={self.wise}: WiSE-FT averages LP-FT's start and end, so it "
+                              "needs head linear, probe logistic, freeze false and 0 <= wise "
+                              "<= 1")
         if self.augment_windows and self.frozen:
             raise ConfigError("augment_windows needs full fine-tuning (freeze false): a frozen "
                               "encoder's tokens are computed once, unaugmented")

@@ -280,6 +280,16 @@ def neighbour_index(recording_id: np.ndarray, start: np.ndarray, rows: np.ndarra
     return pair
 
 
+def interpolate_weights(model: EncoderClassifier, start: dict[str, torch.Tensor],
+                        alpha: float) -> None:
+    """WiSE-FT (Wortsman et al., 2022): set the model's trained weights to ``(1 - alpha) x
+    start + alpha x`` their current values (floating-point entries; others keep the current)."""
+    end = model.selection_state()
+    model.load_selection_state({
+        k: torch.lerp(start[k], v, alpha) if v.is_floating_point() else v
+        for k, v in end.items()})
+
+
 # ------------------------------------------------------------------------------ encoders
 class EncoderFoldModel(FoldModel):
     """``pretrained`` (the checkpoint's encoder) or ``random_init`` (same architecture, fresh)."""
@@ -354,9 +364,12 @@ class EncoderFoldModel(FoldModel):
                                                    cfg.classical.c_grid))
             if cfg.solved_probe:
                 return None
+        start = self.model.selection_state() if cfg.wise is not None else None
         result = _fit(self.model, self.data, split.train, split.val, self, seed, split.fold,
                       lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair,
                       keep_start=cfg.solves_head)
+        if start is not None:
+            interpolate_weights(self.model, start, cfg.wise)
         if cfg.refit and len(split.val):
             rows = np.concatenate([split.train, split.val])
             self.model = self._refit(rows, seed, split.fold,
@@ -373,9 +386,12 @@ class EncoderFoldModel(FoldModel):
         if c is not None:
             self._solve_probe(model, rows, np.zeros(0, dtype=np.int64), [c])
         if epochs:
+            start = model.selection_state() if cfg.wise is not None else None
             _fit(model, self.data, rows, np.zeros(0, dtype=np.int64), self, seed, fold,
                  lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair,
                  stop_after=epochs, refit=True)
+            if start is not None:
+                interpolate_weights(model, start, cfg.wise)
         return model
 
     def _solve_probe(self, model: EncoderClassifier, train: np.ndarray, val: np.ndarray,
@@ -479,6 +495,8 @@ class EncoderFoldModel(FoldModel):
             probe = {"chosen_C": ",".join(f"{c:g}" for c in self.chosen_c)}
         if cfg.refit and not cfg.solved_probe:
             mode += REFIT_MODE
+        if cfg.wise is not None:
+            mode += f", weights averaged with the start (WiSE-FT, {cfg.wise:g} x fine-tuned)"
         model = self.model if self.model is not None else EncoderClassifier(
             self.new_encoder(), self.new_head(0), frozen=self.frozen)
         return {"model": f"eegfm encoder ({origin})", "head": cfg.head, "spiking": cfg.spiking,
