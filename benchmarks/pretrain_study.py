@@ -3,6 +3,9 @@
     python benchmarks/pretrain_study.py --out runs/study                 # run (or resume) it
     python benchmarks/pretrain_study.py --out runs/study --cells tiny-eegmat-recon-4000
     python benchmarks/pretrain_study.py --out runs/study --report        # table + plot only
+    python benchmarks/pretrain_study.py --compare \
+        small-eegmat-all-12000-lr1e-3@12000@lpft-wise@pretrained \
+        small-eegmat-all-12000-lr1e-3@12000@probe-lr@pretrained    # one paired difference
 
 Each cell is one pretraining run (`eegfm pretrain`): an encoder size, an objective
 (reconstruction only, + band power, + connectivity, all), a corpus (eegmat alone, or eegmat +
@@ -215,6 +218,11 @@ def encoder_at(run_dir: Path, step: int, folder: Path) -> Path:
     return folder
 
 
+def weights_dtype(folder: Path) -> str:
+    """The dtype the model folder stores its weights in (a released encoder: float16)."""
+    return json.loads((folder / "config.json").read_text()).get("weights_dtype", "float32")
+
+
 def downstream(out: Path, shards: dict[str, Path], tag: str, models: str,
                checkpoint: Path | None, mode: str) -> dict:
     """One `eegfm finetune` run on eegmat (reused when its results.json exists)."""
@@ -286,7 +294,8 @@ def measure(out: Path, cells: list[Cell], shards: dict[str, Path], modes: list[s
                     record(records, {"cell": cell.name, "size": cell.size,
                                  "corpus": cell.corpus,
                                  "objective": cell.objective, "step": step, "mode": mode,
-                                 "model": model, "per_subject": per_subject})
+                                 "model": model, "per_subject": per_subject,
+                                 "weights_dtype": weights_dtype(encoder)})
 
 
 def mean(per_subject: dict[str, float]) -> float:
@@ -317,6 +326,25 @@ def versus_random(rows: list[dict]) -> Callable[[dict], str]:
                 f"{c['wilcoxon_p']:.3g}")
 
     return text
+
+
+def compare(rows: list[dict], first: str, second: str) -> str:
+    """``first`` minus ``second``, each ``CELL@STEP@MODE@MODEL`` of the records, paired over
+    subjects: one line of mean difference, bootstrap 95 % CI, Wilcoxon p, wins / losses."""
+    def find(key: str) -> dict[str, float]:
+        cell, step, mode, model = key.split("@")
+        found = [r["per_subject"] for r in rows if (r["cell"], str(r["step"]), r["mode"],
+                                                    r["model"]) == (cell, step, mode, model)]
+        if not found:
+            sys.exit(f"pretrain_study: {key!r} is not in the records")
+        return found[-1]
+
+    a, b = find(first), find(second)
+    c = paired_comparison(a, b)
+    return (f"{first} ({mean(a):.3f}) - {second} ({mean(b):.3f}): "
+            f"{c['mean_difference']:+.3f} (95 % CI {c['ci95'][0]:+.3f}, {c['ci95'][1]:+.3f}), "
+            f"Wilcoxon p {c['wilcoxon_p']:.2g}, {c['wins']} wins / {c['losses']} losses "
+            f"of {c['n']} subjects")
 
 
 def report(out: Path, records: Path) -> str:
@@ -396,7 +424,8 @@ def _plot_probe(rows: list[dict], probe: str, axes) -> None:
                 points = sorted((r["step"], mean(r["per_subject"])) for r in mine
                                 if r["model"].startswith("pretrained"))
                 start = [r for r in mine if r["model"].startswith("random_init")] or base
-                points = [(0, mean(start[0]["per_subject"]))] * bool(start) + points
+                if start:  # none when the random init was not scored (--random-init false)
+                    points = [(0, mean(start[0]["per_subject"])), *points]
                 if points:
                     ax.plot(*zip(*points, strict=True), marker="o", label=cell,
                             color=colour[cell], ls="--" if size == "small" else "-")
@@ -429,11 +458,17 @@ def main() -> None:
     parser.add_argument("--modes", default=",".join(MODES),
                         help=f"downstream read-outs to run (comma-separated, of {list(MODES)})")
     parser.add_argument("--report", action="store_true", help="only write the report")
+    parser.add_argument("--compare", nargs=2, metavar=("A", "B"),
+                        help="only print A minus B paired over subjects, each "
+                             "CELL@STEP@MODE@MODEL of the records")
     parser.add_argument("--quick", action="store_true",
                         help="one fold and two epochs downstream: a check of the pipeline")
     args = parser.parse_args()
     if args.quick:
         QUICK[:] = ["--max_folds", "1", "--train.epochs", "2"]
+    if args.compare:
+        print(compare(recorded(args.records), *args.compare))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.report:
         cells = grid(args.long_steps, tuple(int(s) for s in args.eval_steps.split(",")))
