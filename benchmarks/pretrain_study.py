@@ -275,7 +275,7 @@ def measure(out: Path, cells: list[Cell], shards: dict[str, Path], modes: list[s
             results = downstream(out, shards, key, models, checkpoint, mode)
             for model, per_subject in scores(results):
                 record(records, {"cell": key, "size": size, "step": 0, "mode": mode,
-                             "model": model, "per_subject": per_subject})
+                                 "model": model, "per_subject": per_subject})
     for cell in cells:
         run_dir = out / "runs" / cell.name
         if not has_encoders(out, cell, modes):
@@ -292,10 +292,10 @@ def measure(out: Path, cells: list[Cell], shards: dict[str, Path], modes: list[s
                                      encoder, mode)
                 for model, per_subject in scores(results):
                     record(records, {"cell": cell.name, "size": cell.size,
-                                 "corpus": cell.corpus,
-                                 "objective": cell.objective, "step": step, "mode": mode,
-                                 "model": model, "per_subject": per_subject,
-                                 "weights_dtype": weights_dtype(encoder)})
+                                     "corpus": cell.corpus, "objective": cell.objective,
+                                     "step": step, "mode": mode, "model": model,
+                                     "per_subject": per_subject,
+                                     "weights_dtype": weights_dtype(encoder)})
 
 
 def mean(per_subject: dict[str, float]) -> float:

@@ -205,21 +205,36 @@ def cross_validate(model: FoldModel, ctx: RunContext) -> tuple[dict[str, Any], p
     return entry, oof.predictions(model.display, task)
 
 
+def interpolate_weights(model: EncoderClassifier, start: dict[str, torch.Tensor],
+                        alpha: float) -> None:
+    """WiSE-FT (Wortsman et al., 2022): set the model's trained weights to ``(1 - alpha) x
+    start + alpha x`` their current values (floating-point entries; others keep the current)."""
+    end = model.selection_state()
+    model.load_selection_state({
+        k: torch.lerp(start[k], v, alpha) if v.is_floating_point() else v
+        for k, v in end.items()})
+
+
 def _fit(model: torch.nn.Module, data: WindowTensors, train: np.ndarray, val: np.ndarray,
          fm: FoldModel, seed: int, fold: int, *, lr: float, weight_decay: float,
          epochs: int | None = None, pair: np.ndarray | None = None,
          stop_after: int | None = None, keep_start: bool = False,
-         refit: bool = False) -> FitResult:
+         refit: bool = False, wise: float | None = None) -> FitResult:
     """The harness's training loop with the run's logging for fold ``fold`` (-1: final model;
-    ``refit``: the fold's refit on training + validation subjects)."""
+    ``refit``: the fold's refit on training + validation subjects; ``wise``: the fitted weights
+    averaged with the start's, :func:`interpolate_weights`)."""
     cfg = fm.ctx.cfg
     logs = fm.ctx.out / "logs" / fm.tag
     tag = "final" if fold < 0 else f"fold_{fold:02d}" + ("_refit" if refit else "")
-    return fit(model, data, train, val, cfg.train, lr=lr, weight_decay=weight_decay, seed=seed,
-               epochs=epochs, stop_after=stop_after, pair_index=pair, fabric=fm.ctx.fabric,
-               csv_path=logs / f"{tag}.csv",
-               tensorboard_dir=(logs / "tb" / tag) if cfg.tensorboard else None,
-               progress=cfg.progress, desc=f"{fm.display} {tag}", keep_start=keep_start)
+    start = model.selection_state() if wise is not None else None
+    result = fit(model, data, train, val, cfg.train, lr=lr, weight_decay=weight_decay,
+                 seed=seed, epochs=epochs, stop_after=stop_after, pair_index=pair,
+                 fabric=fm.ctx.fabric, csv_path=logs / f"{tag}.csv",
+                 tensorboard_dir=(logs / "tb" / tag) if cfg.tensorboard else None,
+                 progress=cfg.progress, desc=f"{fm.display} {tag}", keep_start=keep_start)
+    if start is not None:
+        interpolate_weights(model, start, wise)
+    return result
 
 
 def _softmax(logits: torch.Tensor) -> np.ndarray:
@@ -278,16 +293,6 @@ def neighbour_index(recording_id: np.ndarray, start: np.ndarray, rows: np.ndarra
     pair[order] = np.where(same_next, np.roll(order, -1),
                            np.where(same_prev, np.roll(order, 1), order))
     return pair
-
-
-def interpolate_weights(model: EncoderClassifier, start: dict[str, torch.Tensor],
-                        alpha: float) -> None:
-    """WiSE-FT (Wortsman et al., 2022): set the model's trained weights to ``(1 - alpha) x
-    start + alpha x`` their current values (floating-point entries; others keep the current)."""
-    end = model.selection_state()
-    model.load_selection_state({
-        k: torch.lerp(start[k], v, alpha) if v.is_floating_point() else v
-        for k, v in end.items()})
 
 
 # ------------------------------------------------------------------------------ encoders
@@ -364,12 +369,9 @@ class EncoderFoldModel(FoldModel):
                                                    cfg.classical.c_grid))
             if cfg.solved_probe:
                 return None
-        start = self.model.selection_state() if cfg.wise is not None else None
         result = _fit(self.model, self.data, split.train, split.val, self, seed, split.fold,
                       lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair,
-                      keep_start=cfg.solves_head)
-        if start is not None:
-            interpolate_weights(self.model, start, cfg.wise)
+                      keep_start=cfg.solves_head, wise=cfg.wise)
         if cfg.refit and len(split.val):
             rows = np.concatenate([split.train, split.val])
             self.model = self._refit(rows, seed, split.fold,
@@ -386,12 +388,9 @@ class EncoderFoldModel(FoldModel):
         if c is not None:
             self._solve_probe(model, rows, np.zeros(0, dtype=np.int64), [c])
         if epochs:
-            start = model.selection_state() if cfg.wise is not None else None
             _fit(model, self.data, rows, np.zeros(0, dtype=np.int64), self, seed, fold,
                  lr=cfg.train.lr, weight_decay=cfg.train.weight_decay, pair=pair,
-                 stop_after=epochs, refit=True)
-            if start is not None:
-                interpolate_weights(model, start, cfg.wise)
+                 stop_after=epochs, refit=True, wise=cfg.wise)
         return model
 
     def _solve_probe(self, model: EncoderClassifier, train: np.ndarray, val: np.ndarray,
